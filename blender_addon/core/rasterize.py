@@ -1,0 +1,379 @@
+"""Pose maps drawn in pure numpy, pixel-compatible with the OpenCV drawing the models were trained on.
+
+Blender bundles no OpenCV, so this module reproduces what the annotators' OpenCV calls produce:
+`ellipse2Poly` + `fillConvexPoly` limbs, filled `circle` joints, thick `line` hand edges, the
+`dwpose` dimming and the `openpose` per-limb `addWeighted` blend. Canvas: (H, W, 3) uint8, RGB as
+the models consume it, black background; keypoints in pixels, origin top-left.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from functools import lru_cache
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .keypoints import PersonKeypoints
+
+# Body limbs as 0-based BODY-18 index pairs: the first 17 of the usual 19, in the convention's order.
+BODY_LIMBS = (
+    (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10),
+    (1, 11), (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17),
+)
+# Colour of limb i and of joint i.
+BODY_COLORS = (
+    (255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0),
+    (0, 255, 0), (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255),
+    (0, 0, 255), (85, 0, 255), (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85),
+)
+HAND_EDGES = (
+    (0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10),
+    (10, 11), (11, 12), (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18), (18, 19), (19, 20),
+)
+# hsv(e/20, 1, 1) * 255, rounded as OpenCV rounds a colour scalar to uint8.
+HAND_EDGE_COLORS = tuple(
+    tuple(int(np.rint(channel * 255.0)) for channel in colorsys.hsv_to_rgb(e / len(HAND_EDGES), 1.0, 1.0))
+    for e in range(len(HAND_EDGES))
+)
+HAND_POINT_COLOR = (0, 0, 255)
+FACE_POINT_COLOR = (255, 255, 255)
+
+STYLES = {
+    "dwpose": "DWPose annotator (Moore-AnimateAnyone pose videos): body, hands, face dots",
+    "openpose": "ControlNet 1.0 OpenPose annotator: body only",
+}
+
+STICK_WIDTH = 4
+JOINT_RADIUS = 4
+HAND_POINT_RADIUS = 4
+HAND_LINE_THICKNESS = 2
+FACE_POINT_RADIUS = 3
+DWPOSE_DIM = 0.6
+OPENPOSE_LIMB_ALPHA = 0.6
+
+# OpenCV's fixed point for sub-pixel polygon vertices.
+_SHIFT = 16
+_ONE = 1 << _SHIFT
+_HALF = _ONE >> 1
+# OpenCV's sine table is float32 at whole degrees; matching it keeps polygon vertices identical.
+_SIN_TABLE = np.sin(np.deg2rad(np.arange(451))).astype(np.float32).astype(np.float64)
+
+
+# --- primitives --------------------------------------------------------------------------------
+
+class Region:
+    """A boolean mask over a clipped bounding box of the canvas: rows y0.., columns x0.."""
+
+    __slots__ = ("y0", "x0", "mask")
+
+    def __init__(self, y0: int, x0: int, mask: np.ndarray):
+        self.y0, self.x0, self.mask = y0, x0, mask
+
+    def view(self, canvas: np.ndarray) -> np.ndarray:
+        height, width = self.mask.shape
+        return canvas[self.y0:self.y0 + height, self.x0:self.x0 + width]
+
+
+def ellipse_polygon(center: tuple[int, int], axes: tuple[int, int], angle: int) -> np.ndarray:
+    """Integer vertices of a full ellipse at 1-degree steps, as OpenCV's ellipse2Poly gives them."""
+    angle %= 360
+    cos_a, sin_a = _SIN_TABLE[450 - angle], _SIN_TABLE[angle]
+    steps = np.arange(0, 361)
+    x = axes[0] * _SIN_TABLE[450 - steps]
+    y = axes[1] * _SIN_TABLE[steps]
+    px = _round_half_even(center[0] + x * cos_a - y * sin_a)
+    py = _round_half_even(center[1] + x * sin_a + y * cos_a)
+    keep = np.ones(len(px), dtype=bool)
+    keep[1:] = (px[1:] != px[:-1]) | (py[1:] != py[:-1])
+    px, py = px[keep], py[keep]
+    if len(px) == 1:
+        px, py = np.repeat(px, 2), np.repeat(py, 2)
+    return np.stack([px, py], axis=1)
+
+
+def _round_half_even(values: np.ndarray) -> np.ndarray:
+    return np.rint(values).astype(np.int64)
+
+
+def convex_polygon_region(vertices: np.ndarray, width: int, height: int, subpixel: bool = False) -> Region | None:
+    """Pixels a filled convex polygon covers, with OpenCV's fillConvexPoly rules (not anti-aliased).
+
+    Vertices are pixels, possibly sub-pixel (they are held to 1/65536 px as OpenCV holds them).
+    OpenCV walks two chains of edges down from the top vertex and fills each row between them;
+    vertices rounded onto a pixel grid are not exactly convex, so the chain walk (which skips a
+    vertex that does not go down) is reproduced rather than a plain inside test.
+    """
+    fx = np.rint(np.asarray(vertices[:, 0], dtype=np.float64) * _ONE).astype(np.int64)
+    fy = np.rint(np.asarray(vertices[:, 1], dtype=np.float64) * _ONE).astype(np.int64)
+    ix, iy = (fx + _HALF) >> _SHIFT, (fy + _HALF) >> _SHIFT
+    bx0, bx1, by0, by1 = ix.min(), ix.max(), iy.min(), iy.max()
+    if bx1 < 0 or by1 < 0 or bx0 >= width or by0 >= height:
+        return None
+
+    mask = np.zeros((by1 - by0 + 1, bx1 - bx0 + 1), dtype=bool)
+    if by1 > by0 and len(fx) >= 3:
+        top = int(np.argmin(iy))
+        count = len(fx)
+        xa = _chain_x(fx, iy, top, np.arange(1, count + 1), by0, by1)
+        xb = _chain_x(fx, iy, top, -np.arange(1, count + 1), by0, by1)
+        left = (np.minimum(xa, xb) + _HALF) >> _SHIFT
+        right = (np.maximum(xa, xb) + _HALF) >> _SHIFT
+        columns = np.arange(bx0, bx1 + 1)
+        # The chain walk ends on the bottom row, which only the outline draws.
+        mask[:-1] = (columns[None, :] >= left[:, None]) & (columns[None, :] <= right[:, None])
+
+    # Outline: OpenCV also draws every edge as an 8-connected line stepping one pixel along the
+    # edge's major axis from its sub-pixel start, rounding the other coordinate.
+    if subpixel:
+        ox, oy = _edge_pixels(fx / _ONE, fy / _ONE, subpixel=True)
+    else:
+        ox, oy = _edge_pixels(ix, iy, subpixel=False)
+    inside = (ox >= bx0) & (ox <= bx1) & (oy >= by0) & (oy <= by1)
+    mask[oy[inside] - by0, ox[inside] - bx0] = True
+
+    return _clip(Region(int(by0), int(bx0), mask), width, height)
+
+
+def _chain_x(fx: np.ndarray, iy: np.ndarray, top: int, steps: np.ndarray, y_first: int, y_last: int) -> np.ndarray:
+    """x (1/65536 px) of one edge chain on rows y_first .. y_last - 1, walking from the top vertex.
+
+    Walking the chain, only a vertex lower than every vertex before it starts a new edge; that
+    edge runs from the vertex just before it, starting at the row where the previous edge ended.
+    """
+    order = (top + steps) % len(fx)
+    chain_y = iy[order]
+    before = np.maximum.accumulate(np.concatenate(([y_first], chain_y[:-1])))
+    starts = np.nonzero(chain_y > before)[0]
+    starts = starts[: np.searchsorted(chain_y[starts], y_last) + 1]
+    end_row = chain_y[starts]
+    start_row = np.concatenate(([y_first], end_row[:-1]))
+    start_x = fx[np.where(starts > 0, order[starts - 1], top)]
+    span = end_row - start_row
+    # C integer division truncates towards zero.
+    numerator = (fx[order[starts]] - start_x) * 2 + span
+    step = np.sign(numerator) * (np.abs(numerator) // (2 * span))
+    rows_in_edge = np.minimum(end_row, y_last) - start_row
+    edge = np.repeat(np.arange(len(starts)), rows_in_edge)
+    offset = np.arange(rows_in_edge.sum()) - np.repeat(np.cumsum(rows_in_edge) - rows_in_edge, rows_in_edge)
+    return start_x[edge] + offset * step[edge]
+
+
+def _edge_pixels(vx: np.ndarray, vy: np.ndarray, subpixel: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of the closed polygon outline through the vertices, as OpenCV draws it.
+
+    Each edge steps one pixel at a time along its major axis. Integer polygons use OpenCV's
+    Bresenham iterator, which starts at the left end and rounds half-way minor offsets towards
+    that start; sub-pixel polygons step from the exact start and round half-way values up.
+    """
+    ax, ay = vx, vy
+    bx, by = np.roll(vx, -1), np.roll(vy, -1)
+    if not subpixel:  # OpenCV draws the edge into vertex i from vertex i - 1, left end first.
+        ax, ay, bx, by = np.roll(vx, 1), np.roll(vy, 1), vx, vy
+        swap = bx < ax
+        ax, bx = np.where(swap, bx, ax), np.where(swap, ax, bx)
+        ay, by = np.where(swap, by, ay), np.where(swap, ay, by)
+    x_major = np.abs(bx - ax) > np.abs(by - ay)
+    major_a, major_b = np.where(x_major, ax, ay), np.where(x_major, bx, by)
+    minor_a, minor_b = np.where(x_major, ay, ax), np.where(x_major, by, bx)
+    if subpixel:  # walk from the lower to the higher major coordinate
+        flip = major_b < major_a
+        major_a, major_b = np.where(flip, major_b, major_a), np.where(flip, major_a, major_b)
+        minor_a, minor_b = np.where(flip, minor_b, minor_a), np.where(flip, minor_a, minor_b)
+        counts = (np.floor(major_b + 1) - np.floor(major_a)).astype(np.int64)
+    else:
+        counts = np.abs(major_b - major_a).astype(np.int64) + 1
+    edge = np.repeat(np.arange(len(vx)), counts)
+    k = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    if subpixel:
+        span = major_b - major_a
+        slope = np.where(span > 0, (minor_b - minor_a) / np.where(span > 0, span, 1), 0.0)
+        major = np.floor(major_a[edge] + k + 0.5).astype(np.int64)
+        minor = np.floor(minor_a[edge] + k * slope[edge] + 0.5).astype(np.int64)
+    else:
+        major_len = np.abs(major_b - major_a).astype(np.int64)[edge]
+        minor_len = np.abs(minor_b - minor_a).astype(np.int64)[edge]
+        major = major_a.astype(np.int64)[edge] + np.sign(major_b - major_a).astype(np.int64)[edge] * k
+        # ceil(k * minor / major - 1/2), in integers
+        offset = -((major_len - 2 * k * minor_len) // np.maximum(2 * major_len, 1))
+        minor = minor_a.astype(np.int64)[edge] + np.sign(minor_b - minor_a).astype(np.int64)[edge] * offset
+    return np.where(x_major[edge], major, minor), np.where(x_major[edge], minor, major)
+
+
+@lru_cache(maxsize=16)
+def _disk_stamp(radius: int) -> np.ndarray:
+    """The filled circle OpenCV's midpoint algorithm draws, as a (2r+1, 2r+1) mask."""
+    size = 2 * radius + 1
+    stamp = np.zeros((size, size), dtype=bool)
+    err, dx, dy, plus, minus = 0, radius, 0, 1, 2 * radius - 1
+    while dx >= dy:
+        for row, half in ((dy, dx), (dx, dy)):
+            stamp[radius - row, radius - half:radius + half + 1] = True
+            stamp[radius + row, radius - half:radius + half + 1] = True
+        dy += 1
+        err += plus
+        plus += 2
+        if err > 0:
+            err -= minus
+            dx -= 1
+            minus -= 2
+    stamp.setflags(write=False)
+    return stamp
+
+
+def disk_region(x: int, y: int, radius: int, width: int, height: int) -> Region | None:
+    stamp = _disk_stamp(radius)
+    region = Region(y - radius, x - radius, stamp)
+    if region.x0 + stamp.shape[1] <= 0 or region.y0 + stamp.shape[0] <= 0 or region.x0 >= width or region.y0 >= height:
+        return None
+    return _clip(region, width, height)
+
+
+def thick_line_regions(p0: tuple[int, int], p1: tuple[int, int], thickness: int,
+                       width: int, height: int) -> list[Region]:
+    """A line of the given thickness with round caps, as OpenCV draws one thicker than 1 px."""
+    regions = []
+    dx, dy = p0[0] - p1[0], p1[1] - p0[1]
+    length = math.hypot(dx, dy)
+    if length > 0:
+        # OpenCV offsets the ends by half the thickness (plus half a pixel when odd), rounded
+        # to 1/65536 px.
+        scale = (thickness / 2 + (thickness & 1) * 0.5) / length
+        ox = round(dy * scale * 65536) / 65536
+        oy = round(dx * scale * 65536) / 65536
+        quad = np.array([
+            (p0[0] + ox, p0[1] + oy), (p0[0] - ox, p0[1] - oy),
+            (p1[0] - ox, p1[1] - oy), (p1[0] + ox, p1[1] + oy),
+        ])
+        region = convex_polygon_region(quad, width, height, subpixel=True)
+        if region is not None:
+            regions.append(region)
+    cap_radius = (thickness * 32768 + 32768) >> 16
+    for x, y in (p0, p1):
+        region = disk_region(x, y, cap_radius, width, height)
+        if region is not None:
+            regions.append(region)
+    return regions
+
+
+def _clip(region: Region, width: int, height: int) -> Region | None:
+    mask = region.mask
+    top, left = max(0, -region.y0), max(0, -region.x0)
+    bottom = min(mask.shape[0], height - region.y0)
+    right = min(mask.shape[1], width - region.x0)
+    if top >= bottom or left >= right:
+        return None
+    if top or left or bottom < mask.shape[0] or right < mask.shape[1]:
+        mask = mask[top:bottom, left:right]
+    return Region(region.y0 + top, region.x0 + left, mask)
+
+
+def paint(canvas: np.ndarray, regions: Iterable[Region | None], color: Sequence[int]) -> None:
+    color = np.asarray(color, dtype=np.uint8)
+    for region in regions:
+        if region is not None:
+            region.view(canvas)[region.mask] = color
+
+
+def blend(canvas: np.ndarray, region: Region | None, color: Sequence[int], alpha: float) -> None:
+    """canvas = (1 - alpha) * canvas + alpha * (canvas with the region painted), as addWeighted.
+
+    Pixels outside the region are unchanged by that formula, so only the region is computed.
+    """
+    if region is None:
+        return
+    view = region.view(canvas)
+    old = view[region.mask].astype(np.float32)
+    new = old * np.float32(1.0 - alpha) + np.asarray(color, dtype=np.float32) * np.float32(alpha)
+    view[region.mask] = np.clip(np.rint(new), 0, 255).astype(np.uint8)
+
+
+def limb_region(a: np.ndarray, b: np.ndarray, stick_width: int, width: int, height: int) -> Region | None:
+    """The ellipse the annotators draw for a limb from point a to point b (pixels)."""
+    # The annotators use angle = atan2(y_a - y_b, x_a - x_b) and truncate it to whole degrees;
+    # the sign matters because truncation differs between an angle and its opposite.
+    mean_x, mean_y = (a[0] + b[0]) / 2, (a[1] + b[1]) / 2
+    length = math.hypot(a[0] - b[0], a[1] - b[1])
+    angle = int(math.degrees(math.atan2(a[1] - b[1], a[0] - b[0])))
+    polygon = ellipse_polygon((int(mean_x), int(mean_y)), (int(length / 2), stick_width), angle)
+    return convex_polygon_region(polygon, width, height)
+
+
+# --- styles -----------------------------------------------------------------------------------
+
+def draw_pose_map(people: Sequence[PersonKeypoints], width: int, height: int,
+                  style: str = "dwpose", depth_order: bool = False) -> np.ndarray:
+    """Draw the pose map of one frame.
+
+    `style` is a key of STYLES. With `depth_order`, limbs, joints and hand edges are drawn far to
+    near (by camera depth) instead of in the convention's fixed order, which gives occlusion cues
+    the released models did not see in training.
+    """
+    if style not in STYLES:
+        raise ValueError(f"unknown pose style {style!r}; known styles: {', '.join(STYLES)}")
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    bodies = [(p.group("pose_keypoints_2d"), p.group_depth("pose_keypoints_2d")) for p in people]
+    if style == "dwpose":
+        for color, region in _ordered(_limbs(bodies, width, height), depth_order):
+            paint(canvas, [region], color)
+        canvas = (canvas * DWPOSE_DIM).astype(np.uint8)
+        for color, region in _ordered(_joints(bodies, JOINT_RADIUS, width, height), depth_order):
+            paint(canvas, [region], color)
+        hands = [(p.group("hand_left_keypoints_2d"), p.group_depth("hand_left_keypoints_2d")) for p in people]
+        hands += [(p.group("hand_right_keypoints_2d"), p.group_depth("hand_right_keypoints_2d")) for p in people]
+        for hand, depth in hands:
+            _draw_hand(canvas, hand, depth, depth_order)
+        for person in people:
+            face = person.group("face_keypoints_2d")
+            for x, y, c in face:
+                if c > 0:
+                    paint(canvas, [disk_region(int(x), int(y), FACE_POINT_RADIUS, width, height)], FACE_POINT_COLOR)
+    else:
+        for color, region in _ordered(_joints(bodies, JOINT_RADIUS, width, height), depth_order):
+            paint(canvas, [region], color)
+        for color, region in _ordered(_limbs(bodies, width, height), depth_order):
+            blend(canvas, region, color, OPENPOSE_LIMB_ALPHA)
+    return canvas
+
+
+def _limbs(bodies, width, height):
+    """(depth, color, region) per drawable limb, limb-major then person, as the annotators loop."""
+    for index, (i, j) in enumerate(BODY_LIMBS):
+        for points, depth in bodies:
+            if points[i, 2] > 0 and points[j, 2] > 0:
+                region = limb_region(points[i], points[j], STICK_WIDTH, width, height)
+                yield (depth[i] + depth[j]) / 2, BODY_COLORS[index], region
+
+
+def _joints(bodies, radius, width, height):
+    for index in range(len(BODY_COLORS)):
+        for points, depth in bodies:
+            x, y, c = points[index]
+            if c > 0:
+                yield depth[index], BODY_COLORS[index], disk_region(int(x), int(y), radius, width, height)
+
+
+def _ordered(items, depth_order: bool):
+    items = list(items)
+    if depth_order:
+        items.sort(key=lambda item: -item[0])  # stable: equal depths keep the convention's order
+    return [(color, region) for _depth, color, region in items]
+
+
+def _draw_hand(canvas: np.ndarray, hand: np.ndarray, depth: np.ndarray, depth_order: bool) -> None:
+    height, width = canvas.shape[:2]
+    edges = []
+    for index, (i, j) in enumerate(HAND_EDGES):
+        if hand[i, 2] > 0 and hand[j, 2] > 0:
+            p0 = (int(hand[i, 0]), int(hand[i, 1]))
+            p1 = (int(hand[j, 0]), int(hand[j, 1]))
+            regions = thick_line_regions(p0, p1, HAND_LINE_THICKNESS, width, height)
+            edges.append(((depth[i] + depth[j]) / 2, HAND_EDGE_COLORS[index], regions))
+    if depth_order:
+        edges.sort(key=lambda item: -item[0])
+    for _depth, color, regions in edges:
+        paint(canvas, regions, color)
+    for x, y, c in hand:
+        if c > 0:
+            paint(canvas, [disk_region(int(x), int(y), HAND_POINT_RADIUS, width, height)], HAND_POINT_COLOR)
