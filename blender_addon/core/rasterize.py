@@ -97,7 +97,7 @@ def _round_half_even(values: np.ndarray) -> np.ndarray:
     return np.rint(values).astype(np.int64)
 
 
-def convex_polygon_region(vertices: np.ndarray, width: int, height: int, subpixel: bool = False) -> Region | None:
+def convex_polygon_shape(vertices: np.ndarray, subpixel: bool = False) -> Region:
     """Pixels a filled convex polygon covers, with OpenCV's fillConvexPoly rules (not anti-aliased).
 
     Vertices are pixels, possibly sub-pixel (they are held to 1/65536 px as OpenCV holds them).
@@ -109,8 +109,6 @@ def convex_polygon_region(vertices: np.ndarray, width: int, height: int, subpixe
     fy = np.rint(np.asarray(vertices[:, 1], dtype=np.float64) * _ONE).astype(np.int64)
     ix, iy = (fx + _HALF) >> _SHIFT, (fy + _HALF) >> _SHIFT
     bx0, bx1, by0, by1 = ix.min(), ix.max(), iy.min(), iy.max()
-    if bx1 < 0 or by1 < 0 or bx0 >= width or by0 >= height:
-        return None
 
     mask = np.zeros((by1 - by0 + 1, bx1 - bx0 + 1), dtype=bool)
     if by1 > by0 and len(fx) >= 3:
@@ -133,7 +131,7 @@ def convex_polygon_region(vertices: np.ndarray, width: int, height: int, subpixe
     inside = (ox >= bx0) & (ox <= bx1) & (oy >= by0) & (oy <= by1)
     mask[oy[inside] - by0, ox[inside] - bx0] = True
 
-    return _clip(Region(int(by0), int(bx0), mask), width, height)
+    return Region(int(by0), int(bx0), mask)
 
 
 def _chain_x(fx: np.ndarray, iy: np.ndarray, top: int, steps: np.ndarray, y_first: int, y_last: int) -> np.ndarray:
@@ -202,8 +200,8 @@ def _edge_pixels(vx: np.ndarray, vy: np.ndarray, subpixel: bool) -> tuple[np.nda
 
 
 @lru_cache(maxsize=16)
-def _disk_stamp(radius: int) -> np.ndarray:
-    """The filled circle OpenCV's midpoint algorithm draws, as a (2r+1, 2r+1) mask."""
+def _disk_shape(radius: int) -> Region:
+    """The filled circle OpenCV's midpoint algorithm draws, centred on (0, 0)."""
     size = 2 * radius + 1
     stamp = np.zeros((size, size), dtype=bool)
     err, dx, dy, plus, minus = 0, radius, 0, 1, 2 * radius - 1
@@ -218,55 +216,81 @@ def _disk_stamp(radius: int) -> np.ndarray:
             err -= minus
             dx -= 1
             minus -= 2
-    stamp.setflags(write=False)
-    return stamp
+    return _frozen(Region(-radius, -radius, stamp))
 
 
 def disk_region(x: int, y: int, radius: int, width: int, height: int) -> Region | None:
-    stamp = _disk_stamp(radius)
-    region = Region(y - radius, x - radius, stamp)
-    if region.x0 + stamp.shape[1] <= 0 or region.y0 + stamp.shape[0] <= 0 or region.x0 >= width or region.y0 >= height:
-        return None
-    return _clip(region, width, height)
+    return place(_disk_shape(radius), x, y, width, height)
 
 
-def thick_line_regions(p0: tuple[int, int], p1: tuple[int, int], thickness: int,
-                       width: int, height: int) -> list[Region]:
-    """A line of the given thickness with round caps, as OpenCV draws one thicker than 1 px."""
-    regions = []
-    dx, dy = p0[0] - p1[0], p1[1] - p0[1]
+@lru_cache(maxsize=8192)
+def _thick_line_shape(dx: int, dy: int, thickness: int) -> Region:
+    """A line from (0, 0) to (dx, dy) with round caps, as OpenCV draws one thicker than 1 px."""
+    shapes = []
     length = math.hypot(dx, dy)
     if length > 0:
-        # OpenCV offsets the ends by half the thickness (plus half a pixel when odd), rounded
-        # to 1/65536 px.
+        # OpenCV offsets the ends by half the thickness (plus half a pixel when odd) at right
+        # angles, rounded to 1/65536 px.
         scale = (thickness / 2 + (thickness & 1) * 0.5) / length
-        ox = round(dy * scale * 65536) / 65536
-        oy = round(dx * scale * 65536) / 65536
-        quad = np.array([
-            (p0[0] + ox, p0[1] + oy), (p0[0] - ox, p0[1] - oy),
-            (p1[0] - ox, p1[1] - oy), (p1[0] + ox, p1[1] + oy),
-        ])
-        region = convex_polygon_region(quad, width, height, subpixel=True)
-        if region is not None:
-            regions.append(region)
-    cap_radius = (thickness * 32768 + 32768) >> 16
-    for x, y in (p0, p1):
-        region = disk_region(x, y, cap_radius, width, height)
-        if region is not None:
-            regions.append(region)
-    return regions
+        ox = round(dy * scale * _ONE) / _ONE
+        oy = round(-dx * scale * _ONE) / _ONE
+        quad = np.array([(ox, oy), (-ox, -oy), (dx - ox, dy - oy), (dx + ox, dy + oy)])
+        shapes.append(convex_polygon_shape(quad, subpixel=True))
+    cap = _disk_shape((thickness * (_ONE >> 1) + _HALF) >> _SHIFT)
+    shapes += [cap, Region(cap.y0 + dy, cap.x0 + dx, cap.mask)]
+    return _frozen(_union(shapes))
 
 
-def _clip(region: Region, width: int, height: int) -> Region | None:
-    mask = region.mask
-    top, left = max(0, -region.y0), max(0, -region.x0)
-    bottom = min(mask.shape[0], height - region.y0)
-    right = min(mask.shape[1], width - region.x0)
+def thick_line_region(p0: tuple[int, int], p1: tuple[int, int], thickness: int,
+                      width: int, height: int) -> Region | None:
+    return place(_thick_line_shape(p1[0] - p0[0], p1[1] - p0[1], thickness), p0[0], p0[1], width, height)
+
+
+@lru_cache(maxsize=8192)
+def _limb_shape(half_length: int, stick_width: int, angle: int, parity_x: int, parity_y: int) -> Region:
+    # Vertices are rounded half-to-even, so a shape is reusable between centres of equal parity.
+    return _frozen(convex_polygon_shape(ellipse_polygon((parity_x, parity_y), (half_length, stick_width), angle)))
+
+
+def limb_region(a: np.ndarray, b: np.ndarray, stick_width: int, width: int, height: int) -> Region | None:
+    """The ellipse the annotators draw for a limb from point a to point b (pixels)."""
+    # The annotators use angle = atan2(y_a - y_b, x_a - x_b) truncated to whole degrees; the sign
+    # matters because truncation differs between an angle and its opposite.
+    cx, cy = int((a[0] + b[0]) / 2), int((a[1] + b[1]) / 2)
+    length = math.hypot(a[0] - b[0], a[1] - b[1])
+    angle = int(math.degrees(math.atan2(a[1] - b[1], a[0] - b[0])))
+    shape = _limb_shape(int(length / 2), stick_width, angle % 360, cx & 1, cy & 1)
+    return place(shape, cx - (cx & 1), cy - (cy & 1), width, height)
+
+
+def _union(shapes: list[Region]) -> Region:
+    y0 = min(shape.y0 for shape in shapes)
+    x0 = min(shape.x0 for shape in shapes)
+    y1 = max(shape.y0 + shape.mask.shape[0] for shape in shapes)
+    x1 = max(shape.x0 + shape.mask.shape[1] for shape in shapes)
+    mask = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    for shape in shapes:
+        mask[shape.y0 - y0:shape.y0 - y0 + shape.mask.shape[0],
+             shape.x0 - x0:shape.x0 - x0 + shape.mask.shape[1]] |= shape.mask
+    return Region(y0, x0, mask)
+
+
+def _frozen(region: Region) -> Region:
+    region.mask.setflags(write=False)  # cached shapes are shared between frames
+    return region
+
+
+def place(shape: Region, x: int, y: int, width: int, height: int) -> Region | None:
+    """The shape moved by (x, y) and clipped to the canvas; None if nothing is left."""
+    mask = shape.mask
+    y0, x0 = shape.y0 + y, shape.x0 + x
+    top, left = max(0, -y0), max(0, -x0)
+    bottom, right = min(mask.shape[0], height - y0), min(mask.shape[1], width - x0)
     if top >= bottom or left >= right:
         return None
     if top or left or bottom < mask.shape[0] or right < mask.shape[1]:
         mask = mask[top:bottom, left:right]
-    return Region(region.y0 + top, region.x0 + left, mask)
+    return Region(y0 + top, x0 + left, mask)
 
 
 def paint(canvas: np.ndarray, regions: Iterable[Region | None], color: Sequence[int]) -> None:
@@ -287,17 +311,6 @@ def blend(canvas: np.ndarray, region: Region | None, color: Sequence[int], alpha
     old = view[region.mask].astype(np.float32)
     new = old * np.float32(1.0 - alpha) + np.asarray(color, dtype=np.float32) * np.float32(alpha)
     view[region.mask] = np.clip(np.rint(new), 0, 255).astype(np.uint8)
-
-
-def limb_region(a: np.ndarray, b: np.ndarray, stick_width: int, width: int, height: int) -> Region | None:
-    """The ellipse the annotators draw for a limb from point a to point b (pixels)."""
-    # The annotators use angle = atan2(y_a - y_b, x_a - x_b) and truncate it to whole degrees;
-    # the sign matters because truncation differs between an angle and its opposite.
-    mean_x, mean_y = (a[0] + b[0]) / 2, (a[1] + b[1]) / 2
-    length = math.hypot(a[0] - b[0], a[1] - b[1])
-    angle = int(math.degrees(math.atan2(a[1] - b[1], a[0] - b[0])))
-    polygon = ellipse_polygon((int(mean_x), int(mean_y)), (int(length / 2), stick_width), angle)
-    return convex_polygon_region(polygon, width, height)
 
 
 # --- styles -----------------------------------------------------------------------------------
@@ -368,12 +381,12 @@ def _draw_hand(canvas: np.ndarray, hand: np.ndarray, depth: np.ndarray, depth_or
         if hand[i, 2] > 0 and hand[j, 2] > 0:
             p0 = (int(hand[i, 0]), int(hand[i, 1]))
             p1 = (int(hand[j, 0]), int(hand[j, 1]))
-            regions = thick_line_regions(p0, p1, HAND_LINE_THICKNESS, width, height)
-            edges.append(((depth[i] + depth[j]) / 2, HAND_EDGE_COLORS[index], regions))
+            region = thick_line_region(p0, p1, HAND_LINE_THICKNESS, width, height)
+            edges.append(((depth[i] + depth[j]) / 2, HAND_EDGE_COLORS[index], region))
     if depth_order:
         edges.sort(key=lambda item: -item[0])
-    for _depth, color, regions in edges:
-        paint(canvas, regions, color)
+    for _depth, color, region in edges:
+        paint(canvas, [region], color)
     for x, y, c in hand:
         if c > 0:
             paint(canvas, [disk_region(int(x), int(y), HAND_POINT_RADIUS, width, height)], HAND_POINT_COLOR)

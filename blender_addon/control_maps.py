@@ -1,0 +1,196 @@
+"""The control-map render job: sample every frame, draw and write in worker threads, publish at once.
+
+Frames are written into a staging folder beside the outputs; only a run that completes replaces
+`<output_dir>/control/<pass>/`, so a failed or cancelled run leaves the previous outputs as they were
+and no half-written file. Sampling touches bpy and runs on the main thread; drawing, PNG encoding
+and file writing never touch bpy and run in a thread pool (numpy and zlib release the GIL).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import bpy
+
+from .core import openpose_json
+from .core.keypoints import PersonKeypoints
+from .core.png import encode_png
+from .core.rasterize import draw_pose_map
+from .rig_mapping import MappingError
+from .rig_sampling import (CharacterSampler, SamplingError, build_mapping, camera_matrices, project_person,
+                           render_size)
+
+PASSES = ("pose", "keypoints")
+IMAGE_PASSES = ("pose",)
+STYLE_IDS = {"DWPOSE": "dwpose", "OPENPOSE": "openpose"}
+
+
+class ControlMapError(Exception):
+    """Bad input for a control-map run; the message names the cause and the fix."""
+
+
+@dataclass
+class JobSettings:
+    output_dir: Path
+    style: str
+    depth_order: bool
+    width: int
+    height: int
+    frame_start: int
+    frame_end: int
+
+
+def armatures_to_render(scene: bpy.types.Scene, context) -> list[bpy.types.Object]:
+    """The armatures listed in scene.marionette, else the selected armatures."""
+    listed = [item.object for item in scene.marionette.characters if item.object is not None]
+    if listed:
+        return listed
+    selected = getattr(context, "selected_objects", None) or []
+    return [obj for obj in selected if obj.type == "ARMATURE"]
+
+
+def job_settings(scene: bpy.types.Scene, max_resolution: int, frame_start: int | None = None,
+                 frame_end: int | None = None) -> JobSettings:
+    """Validate the scene for a run; raises ControlMapError naming what is wrong."""
+    settings = scene.marionette
+    if scene.camera is None:
+        raise ControlMapError("the scene has no camera; add one and set it as the scene camera")
+    start = scene.frame_start if frame_start is None or frame_start < 0 else frame_start
+    end = scene.frame_end if frame_end is None or frame_end < 0 else frame_end
+    if end < start:
+        raise ControlMapError(f"the frame range {start}-{end} is empty; set an end frame at or after the start")
+    width, height = render_size(scene)
+    if width > max_resolution or height > max_resolution:
+        raise ControlMapError(
+            f"the render size {width}x{height} is over the limit of {max_resolution} px per side set in "
+            f"Marionette's preferences; lower the resolution or its percentage")
+    if settings.output_dir.startswith("//") and not bpy.data.filepath:
+        raise ControlMapError(f"the output folder '{settings.output_dir}' is relative to the .blend file, "
+                              f"which is not saved yet; save it or choose an absolute folder")
+    output = Path(bpy.path.abspath(settings.output_dir))
+    return JobSettings(output, STYLE_IDS[settings.pose_style], settings.depth_order, width, height, start, end)
+
+
+class ControlMapJob:
+    """One run over a frame range. Call step() until it returns False, then finish(); abort() on
+    cancel or error."""
+
+    def __init__(self, scene: bpy.types.Scene, armatures: list[bpy.types.Object], settings: JobSettings):
+        if not armatures:
+            raise ControlMapError("no armature to render; add one in Marionette > Characters or select one")
+        self.scene = scene
+        self.settings = settings
+        self.armatures = armatures
+        self.frames = list(range(settings.frame_start, settings.frame_end + 1))
+        self.next_index = 0
+        self.original_frame = scene.frame_current
+        self.started = time.perf_counter()
+        self.staging = _make_staging(settings.output_dir)
+        self.pool = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1),
+                                       thread_name_prefix="marionette-maps")
+        self.pending: list[Future] = []
+        try:
+            self._set_frame(self.frames[0])
+            depsgraph = bpy.context.evaluated_depsgraph_get()
+            self.samplers = [CharacterSampler(obj, build_mapping(obj, depsgraph)) for obj in armatures]
+        except MappingError as error:
+            self.abort()
+            raise ControlMapError(str(error)) from None
+        except BaseException:
+            self.abort()
+            raise
+
+    @property
+    def progress(self) -> float:
+        return self.next_index / len(self.frames)
+
+    def step(self) -> bool:
+        """Sample the next frame and queue its drawing; False when every frame is queued."""
+        if self.next_index >= len(self.frames):
+            return False
+        frame = self.frames[self.next_index]
+        self._set_frame(frame)
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        width, height = self.settings.width, self.settings.height
+        view, projection = camera_matrices(self.scene, depsgraph, width, height)
+        try:
+            people = [project_person(sampler.world_points(depsgraph, frame), view, projection, width, height)
+                      for sampler in self.samplers]
+        except SamplingError as error:
+            raise ControlMapError(str(error)) from None
+        self._collect_finished(limit=2 * self.pool._max_workers)
+        self.pending.append(self.pool.submit(_write_frame, self.staging, frame, people, self.settings))
+        self.next_index += 1
+        return self.next_index < len(self.frames)
+
+    def finish(self) -> dict:
+        """Wait for the writers, then move the staged passes into place. Returns a summary."""
+        self._collect_finished(limit=0)
+        self.pool.shutdown()
+        control = self.settings.output_dir / "control"
+        for name in PASSES:
+            _replace_folder(self.staging / name, control / name)
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self._set_frame(self.original_frame)
+        seconds = time.perf_counter() - self.started
+        return {"frames": len(self.frames), "seconds": seconds, "folder": str(control)}
+
+    def abort(self) -> None:
+        """Stop, drop the staged frames and leave earlier outputs untouched."""
+        for future in self.pending:
+            future.cancel()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pending.clear()
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self._set_frame(self.original_frame)
+
+    def _collect_finished(self, limit: int) -> None:
+        """Re-raise a writer's error; block while more than `limit` frames are in flight."""
+        while self.pending and (len(self.pending) > limit or self.pending[0].done()):
+            future = self.pending.pop(0)
+            try:
+                future.result()
+            except OSError as error:
+                raise ControlMapError(f"cannot write control maps to '{self.settings.output_dir}': "
+                                      f"{error.strerror or error}") from None
+
+    def _set_frame(self, frame: int) -> None:
+        if self.scene.frame_current != frame:
+            self.scene.frame_set(frame)
+
+
+def _make_staging(output_dir: Path) -> Path:
+    control = output_dir / "control"
+    try:
+        control.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=control))
+        for name in PASSES:
+            (staging / name).mkdir()
+    except OSError as error:
+        raise ControlMapError(f"cannot write to the output folder '{output_dir}': {error.strerror or error}; "
+                              f"choose a folder you can write to") from None
+    return staging
+
+
+def _write_frame(staging: Path, frame: int, people: list[PersonKeypoints], settings: JobSettings) -> None:
+    """Worker thread: draw and write one frame's files (no bpy here)."""
+    image = draw_pose_map(people, settings.width, settings.height, settings.style, settings.depth_order)
+    stem = f"{frame:06d}"
+    (staging / "pose" / f"{stem}.png").write_bytes(encode_png(image))
+    (staging / "keypoints" / f"{stem}.json").write_text(
+        openpose_json.dumps(people, settings.width, settings.height), encoding="utf-8")
+
+
+def _replace_folder(new: Path, final: Path) -> None:
+    """Swap a complete folder into place with renames, so readers see the old or the new one."""
+    old = final.with_name(f".old-{final.name}-{os.getpid()}")
+    if final.exists():
+        final.rename(old)
+    new.rename(final)
+    shutil.rmtree(old, ignore_errors=True)

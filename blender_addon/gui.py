@@ -1,0 +1,116 @@
+"""The Marionette panels in the 3D Viewport's sidebar (N panel, "Marionette" tab). Drawing only."""
+
+from __future__ import annotations
+
+import bpy
+
+from .rig_mapping import MappingError
+from .rig_sampling import build_mapping
+
+
+class MARIONETTE_UL_characters(bpy.types.UIList):
+    def draw_item(self, _context, layout, _data, item, _icon, _active_data, _active_prop, _index=0):
+        layout.prop(item, "object", text="", emboss=False, icon="ARMATURE_DATA")
+
+
+class MARIONETTE_UL_overrides(bpy.types.UIList):
+    def draw_item(self, _context, layout, _data, item, _icon, _active_data, _active_prop, _index=0):
+        row = layout.row(align=True)
+        row.prop(item, "keypoint", text="")
+        row.label(text=item.bone or "(no bone)", icon="BONE_DATA")
+
+
+class MARIONETTE_PT_control_maps(bpy.types.Panel):
+    bl_label = "Control Maps"
+    bl_idname = "MARIONETTE_PT_control_maps"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Marionette"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.marionette
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        layout.prop(settings, "output_dir")
+        layout.prop(settings, "pose_style")
+        layout.prop(settings, "depth_order")
+
+        layout.label(text="Characters (empty: the selected armatures)")
+        row = layout.row()
+        row.template_list("MARIONETTE_UL_characters", "", settings, "characters",
+                          settings, "active_character_index", rows=2)
+        column = row.column(align=True)
+        column.operator("marionette.add_characters", text="", icon="ADD")
+        column.operator("marionette.remove_character", text="", icon="REMOVE")
+
+        if context.scene.camera is None:
+            layout.label(text="The scene needs a camera", icon="ERROR")
+        if settings.is_running:
+            layout.progress(factor=settings.progress / 100.0, text=f"Rendering {settings.progress:.0f}% (Esc cancels)")
+        else:
+            layout.operator("marionette.render_control_maps", icon="RENDER_ANIMATION")
+
+
+class MARIONETTE_PT_rig_mapping(bpy.types.Panel):
+    bl_label = "Rig Mapping"
+    bl_idname = "MARIONETTE_PT_rig_mapping"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Marionette"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        obj = context.active_object
+        if obj is None or obj.type != "ARMATURE":
+            layout.label(text="Make an armature active to see its mapping", icon="INFO")
+            return
+        rig = obj.marionette_rig
+        layout.prop(rig, "preset")
+        try:
+            mapping = build_mapping(obj, context.evaluated_depsgraph_get())
+            layout.label(text=f"{len(mapping.points)} keypoints mapped with '{mapping.preset_id}'", icon="CHECKMARK")
+        except MappingError as error:
+            for line in _wrap(str(error), 48):
+                layout.label(text=line)
+        layout.label(text="Overrides (bone-local offset in bone lengths)")
+        row = layout.row()
+        row.template_list("MARIONETTE_UL_overrides", "", rig, "overrides", rig, "active_override_index", rows=3)
+        column = row.column(align=True)
+        column.operator("marionette.add_keypoint_override", text="", icon="ADD")
+        column.operator("marionette.remove_keypoint_override", text="", icon="REMOVE")
+        if rig.overrides and 0 <= rig.active_override_index < len(rig.overrides):
+            item = rig.overrides[rig.active_override_index]
+            layout.prop(item, "keypoint")
+            layout.prop_search(item, "bone", obj.data, "bones")
+            layout.prop(item, "offset")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return lines + ([line] if line else [])
+
+
+classes = (
+    MARIONETTE_UL_characters,
+    MARIONETTE_UL_overrides,
+    MARIONETTE_PT_control_maps,
+    MARIONETTE_PT_rig_mapping,
+)
+
+
+def register():
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister():
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

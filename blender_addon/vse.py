@@ -1,0 +1,50 @@
+"""Image-sequence strips of Marionette's outputs in the Video Sequence Editor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+
+STRIP_PREFIX = "Marionette "
+DEFAULT_CHANNELS = {"pose": 2, "face": 3, "frames": 1}
+
+
+def _strips(editor):
+    # Blender 4.4 renamed `sequences` to `strips`; 4.2 and 4.3 only have the former.
+    return editor.strips if hasattr(editor, "strips") else editor.sequences
+
+
+def render_or_save_running() -> bool:
+    """True while Blender renders or saves; the VSE must not be touched then."""
+    return any(bpy.app.is_job_running(kind) for kind in ("RENDER", "RENDER_PREVIEW", "COMPOSITE"))
+
+
+def set_image_sequence_strip(scene: bpy.types.Scene, pass_name: str, folder: Path,
+                             frame_start: int, frame_count: int) -> bpy.types.Strip:
+    """Add or replace the strip that shows `folder`/<frame:06d>.png from frame_start on.
+
+    A strip the user moved to another channel stays in that channel.
+    """
+    editor = scene.sequence_editor or scene.sequence_editor_create()
+    strips = _strips(editor)
+    name = STRIP_PREFIX + pass_name
+    channel = DEFAULT_CHANNELS.get(pass_name, 2)
+    existing = strips.get(name)
+    if existing is not None:
+        channel = existing.channel
+        strips.remove(existing)
+    files = [f"{frame:06d}.png" for frame in range(frame_start, frame_start + frame_count)]
+    directory = folder.as_posix().rstrip("/") + "/"
+    if bpy.data.filepath:
+        try:
+            directory = bpy.path.relpath(directory)
+        except ValueError:  # another drive on Windows: keep it absolute
+            pass
+    strip = strips.new_image(name=name, filepath=directory + files[0], channel=channel,
+                             frame_start=frame_start, fit_method="ORIGINAL")
+    for filename in files[1:]:
+        strip.elements.append(filename)
+    strip.directory = directory if directory.endswith("/") else directory + "/"
+    strip.name = name
+    return strip
