@@ -161,8 +161,8 @@ class ControlMapJob:
                                       f"{error.strerror or error}") from None
 
     def _set_frame(self, frame: int) -> None:
-        if self.scene.frame_current != frame:
-            self.scene.frame_set(frame)
+        # Always through frame_set, even for the current frame: it is what evaluates the animation.
+        self.scene.frame_set(frame)
 
 
 def _make_staging(output_dir: Path) -> Path:

@@ -57,7 +57,7 @@ class CharacterSampler:
         self.names = [name for name in GROUPS_POINT_ORDER if name in mapping.points]
         bones = obj.data.bones
         self.bone_names = [mapping.points[name].bone for name in self.names]
-        self.bone_indices = np.array([bones.find(bone) for bone in self.bone_names], dtype=np.int64)
+        self.bone_indices = np.array([obj.pose.bones.find(bone) for bone in self.bone_names], dtype=np.int64)
         lengths = np.array([bones[bone].length for bone in self.bone_names])
         offsets = np.array([mapping.points[name].offset for name in self.names], dtype=np.float64).reshape(-1, 3)
         # Bone-local offsets are in bone lengths; pose matrices map bone-local units.

@@ -35,16 +35,16 @@ def set_image_sequence_strip(scene: bpy.types.Scene, pass_name: str, folder: Pat
         channel = existing.channel
         strips.remove(existing)
     files = [f"{frame:06d}.png" for frame in range(frame_start, frame_start + frame_count)]
-    directory = folder.as_posix().rstrip("/") + "/"
+    directory = folder.as_posix()
     if bpy.data.filepath:
         try:
             directory = bpy.path.relpath(directory)
         except ValueError:  # another drive on Windows: keep it absolute
             pass
+    directory = directory.rstrip("/") + "/"
     strip = strips.new_image(name=name, filepath=directory + files[0], channel=channel,
                              frame_start=frame_start, fit_method="ORIGINAL")
     for filename in files[1:]:
         strip.elements.append(filename)
-    strip.directory = directory if directory.endswith("/") else directory + "/"
     strip.name = name
     return strip
