@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,6 +30,7 @@ from .rig_sampling import (CharacterSampler, SamplingError, build_mapping, camer
 PASSES = ("pose", "keypoints")
 IMAGE_PASSES = ("pose",)
 STYLE_IDS = {"DWPOSE": "dwpose", "OPENPOSE": "openpose"}
+GIL_SWITCH_INTERVAL = 0.0002  # seconds
 
 
 class ControlMapError(Exception):
@@ -95,6 +97,11 @@ class ControlMapJob:
         self.pool = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1),
                                        thread_name_prefix="marionette-maps")
         self.pending: list[Future] = []
+        # The main thread (rig evaluation) and the drawing threads share the GIL; Python's default
+        # 5 ms switch interval makes each wait for the other's whole time slice. Hand over sooner
+        # for the length of the run.
+        self.switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         try:
             self._set_frame(self.frames[0])
             depsgraph = bpy.context.evaluated_depsgraph_get()
@@ -138,6 +145,7 @@ class ControlMapJob:
             _replace_folder(self.staging / name, control / name)
         shutil.rmtree(self.staging, ignore_errors=True)
         self._set_frame(self.original_frame)
+        sys.setswitchinterval(self.switch_interval)
         seconds = time.perf_counter() - self.started
         return {"frames": len(self.frames), "seconds": seconds, "folder": str(control)}
 
@@ -149,6 +157,7 @@ class ControlMapJob:
         self.pending.clear()
         shutil.rmtree(self.staging, ignore_errors=True)
         self._set_frame(self.original_frame)
+        sys.setswitchinterval(self.switch_interval)
 
     def _collect_finished(self, limit: int) -> None:
         """Re-raise a writer's error; block while more than `limit` frames are in flight."""
