@@ -63,8 +63,11 @@ class MARIONETTE_OT_render_control_maps(bpy.types.Operator):
         if not self._start(context):
             return {"CANCELLED"}
         try:
+            reported = 0
             while self._job.step():
-                pass
+                if bpy.app.background and self._job.progress * 10 >= reported + 1:
+                    reported = int(self._job.progress * 10)  # a progress line per 10%, for farm logs
+                    print(f"Marionette: control maps {reported * 10}%", flush=True)
             summary = self._job.finish()
         except ControlMapError as error:
             self._job.abort()
