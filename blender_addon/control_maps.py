@@ -94,8 +94,8 @@ class ControlMapJob:
         self.original_frame = scene.frame_current
         self.started = time.perf_counter()
         self.staging = _make_staging(settings.output_dir)
-        self.pool = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1),
-                                       thread_name_prefix="marionette-maps")
+        self.workers = max(1, os.cpu_count() or 1)
+        self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="marionette-maps")
         self.pending: list[Future] = []
         # The main thread (rig evaluation) and the drawing threads share the GIL; Python's default
         # 5 ms switch interval makes each wait for the other's whole time slice. Hand over sooner
@@ -131,7 +131,7 @@ class ControlMapJob:
                       for sampler in self.samplers]
         except SamplingError as error:
             raise ControlMapError(str(error)) from None
-        self._collect_finished(limit=2 * self.pool._max_workers)
+        self._collect_finished(limit=2 * self.workers)
         self.pending.append(self.pool.submit(_write_frame, self.staging, frame, people, self.settings))
         self.next_index += 1
         return self.next_index < len(self.frames)

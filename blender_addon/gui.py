@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bpy
 
+from . import operators
 from .rig_mapping import MappingError
 from .rig_sampling import build_mapping
 
@@ -46,8 +47,9 @@ class MARIONETTE_PT_control_maps(bpy.types.Panel):
 
         if context.scene.camera is None:
             layout.label(text="The scene needs a camera", icon="ERROR")
-        if settings.is_running:
-            layout.progress(factor=settings.progress / 100.0, text=f"Rendering {settings.progress:.0f}% (Esc cancels)")
+        job = operators.running_job
+        if job is not None:
+            layout.progress(factor=job.progress, text=f"Rendering {100 * job.progress:.0f}% (Esc cancels)")
         else:
             layout.operator("marionette.render_control_maps", icon="RENDER_ANIMATION")
 

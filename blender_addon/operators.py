@@ -11,6 +11,9 @@ from . import vse
 from .control_maps import ControlMapError, ControlMapJob, armatures_to_render, job_settings
 from .preferences import preferences
 
+# The interactive run in progress, if any: runtime state only, never saved in the .blend.
+running_job: ControlMapJob | None = None
+
 # Seconds of work per timer tick in the interactive run: long enough to be efficient, short enough
 # that the UI stays responsive.
 TICK_BUDGET = 0.05
@@ -24,6 +27,12 @@ def _publish_strips(scene_name: str, folder, frame_start: int, frame_count: int)
     if scene is not None:
         vse.set_image_sequence_strip(scene, "pose", folder / "pose", frame_start, frame_count)
     return None
+
+
+def _redraw_panels(context) -> None:
+    for area in context.screen.areas if context.screen else ():
+        if area.type == "VIEW_3D":
+            area.tag_redraw()
 
 
 class MARIONETTE_OT_render_control_maps(bpy.types.Operator):
@@ -43,7 +52,7 @@ class MARIONETTE_OT_render_control_maps(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if context.scene.marionette.is_running:
+        if running_job is not None:
             cls.poll_message_set("Control maps are being rendered; wait or press Esc to cancel")
             return False
         return True
@@ -81,10 +90,10 @@ class MARIONETTE_OT_render_control_maps(bpy.types.Operator):
     def invoke(self, context, event):
         if bpy.app.background or context.window is None:
             return self.execute(context)
+        global running_job
         if not self._start(context):
             return {"CANCELLED"}
-        context.scene.marionette.is_running = True
-        context.scene.marionette.progress = 0.0
+        running_job = self._job
         context.window_manager.progress_begin(0, 100)
         self._timer = context.window_manager.event_timer_add(0.001, window=context.window)
         context.window_manager.modal_handler_add(self)
@@ -104,8 +113,8 @@ class MARIONETTE_OT_render_control_maps(bpy.types.Operator):
             while more and time.perf_counter() < deadline:
                 more = self._job.step()
             progress = 100.0 * self._job.progress
-            context.scene.marionette.progress = progress
             context.window_manager.progress_update(progress)
+            _redraw_panels(context)
             context.workspace.status_text_set(f"Marionette: control maps {progress:.0f}% (Esc to cancel)")
             if more:
                 return {"RUNNING_MODAL"}
@@ -123,10 +132,12 @@ class MARIONETTE_OT_render_control_maps(bpy.types.Operator):
         return self._done(context, summary)
 
     def _end_modal(self, context):
+        global running_job
+        running_job = None
         context.window_manager.event_timer_remove(self._timer)
         context.window_manager.progress_end()
         context.workspace.status_text_set(None)
-        context.scene.marionette.is_running = False
+        _redraw_panels(context)
 
     def _done(self, context, summary):
         settings = self._job.settings

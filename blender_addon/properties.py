@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, FloatVectorProperty,
-                       IntProperty, PointerProperty, StringProperty)
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatVectorProperty, IntProperty,
+                       PointerProperty, StringProperty)
 
 from .core.keypoints import RIG_POINTS
 from .rig_mapping import load_presets
@@ -36,10 +36,6 @@ class MARIONETTE_PG_scene(bpy.types.PropertyGroup):
                     "convention's fixed order, which is what the released models saw in training")
     characters: CollectionProperty(type=MARIONETTE_PG_character)
     active_character_index: IntProperty(default=0)
-    # Run state shown in the panel; not saved meaningfully between sessions.
-    progress: FloatProperty(name="Progress", subtype="PERCENTAGE", min=0, max=100, default=0,
-                            options={"SKIP_SAVE"})
-    is_running: BoolProperty(default=False, options={"SKIP_SAVE"})
 
 
 def _keypoint_items():

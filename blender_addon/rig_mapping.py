@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -67,27 +68,20 @@ class BoneFrame:
     length: float
 
 
-_preset_cache: dict[str, RigPreset] | None = None
-
-
+@lru_cache(maxsize=None)
 def load_presets(folder: Path = PRESET_FOLDER) -> dict[str, RigPreset]:
-    """All presets by id, read once per session."""
-    global _preset_cache
-    if _preset_cache is None or folder != PRESET_FOLDER:
-        presets = {}
-        for path in sorted(folder.glob("*.json")):
-            data = json.loads(path.read_text(encoding="utf-8"))
-            unknown = set(data["points"]) - set(RIG_POINTS)
-            if unknown:
-                raise ValueError(f"rig preset {path.name} names unknown keypoints: {sorted(unknown)}")
-            presets[data["id"]] = RigPreset(
-                id=data["id"], name=data["name"], description=data.get("description", ""),
-                detect=tuple(data.get("detect", ())), calibration=data.get("calibration", "rest"),
-                points=data["points"])
-        if folder != PRESET_FOLDER:
-            return presets
-        _preset_cache = presets
-    return _preset_cache
+    """All presets in `folder` by id (read once; they ship with the extension)."""
+    presets = {}
+    for path in sorted(folder.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        unknown = set(data["points"]) - set(RIG_POINTS)
+        if unknown:
+            raise ValueError(f"rig preset {path.name} names unknown keypoints: {sorted(unknown)}")
+        presets[data["id"]] = RigPreset(
+            id=data["id"], name=data["name"], description=data.get("description", ""),
+            detect=tuple(data.get("detect", ())), calibration=data.get("calibration", "rest"),
+            points=data["points"])
+    return presets
 
 
 def detect_preset(armature_name: str, bone_names: set[str], presets: dict[str, RigPreset]) -> RigPreset:

@@ -13,6 +13,11 @@ from .core.projection import project_points
 from .rig_mapping import BoneFrame, MappingError, PointBinding, RigMapping, detect_preset, load_presets, resolve_mapping
 
 
+# Every mappable point, in group order (the hand wrists are the body's wrists).
+GROUPS_POINT_ORDER = tuple(dict.fromkeys(BODY_18 + FOOT_6 + LEFT_HAND_21 + RIGHT_HAND_21))
+_HAND_WRIST = {"hand_left_keypoints_2d": "l_wrist", "hand_right_keypoints_2d": "r_wrist"}
+
+
 class SamplingError(Exception):
     """The scene cannot be sampled at a frame; the message names the object and the frame."""
 
@@ -83,11 +88,6 @@ class CharacterSampler:
         return dict(zip(self.names, points))
 
 
-# Every mappable point, in group order (the hand wrists are the body's wrists).
-GROUPS_POINT_ORDER = tuple(dict.fromkeys(BODY_18 + FOOT_6 + LEFT_HAND_21 + RIGHT_HAND_21))
-_HAND_WRIST = {"hand_left_keypoints_2d": "l_wrist", "hand_right_keypoints_2d": "r_wrist"}
-
-
 def camera_matrices(scene: bpy.types.Scene, depsgraph, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """World-to-camera and camera-to-clip matrices of the scene camera at the current frame."""
     camera = scene.camera.evaluated_get(depsgraph)
@@ -122,6 +122,3 @@ def project_person(points_world: dict[str, np.ndarray], view: np.ndarray, projec
             depth[neck] = (depth[r_shoulder] + depth[l_shoulder]) / 2
     return person
 
-
-__all__ = ["CharacterSampler", "MappingError", "SamplingError", "build_mapping", "camera_matrices",
-           "project_person", "render_size"]

@@ -53,6 +53,10 @@ REQUIRED_BODY_POINTS = tuple(name for name in BODY_18 if name != "neck")
 FACE_68_COUNT = 68
 FACE_MESH_COUNT = 478
 
+# Points per OpenPose JSON key, the face keys included.
+GROUP_SIZES = {key: len(names) for key, names in GROUPS.items()} | {
+    "face_keypoints_2d": FACE_68_COUNT, "face_mesh_keypoints_2d": FACE_MESH_COUNT}
+
 
 @dataclass
 class PersonKeypoints:
@@ -78,9 +82,7 @@ class PersonKeypoints:
         """The (N, 3) array for a JSON key; an all-absent array if the person has none."""
         if key in self.points:
             return self.points[key]
-        count = len(GROUPS[key]) if key in GROUPS else {
-            "face_keypoints_2d": FACE_68_COUNT, "face_mesh_keypoints_2d": FACE_MESH_COUNT}[key]
-        return np.zeros((count, 3), dtype=np.float64)
+        return np.zeros((GROUP_SIZES[key], 3), dtype=np.float64)
 
     def group_depth(self, key: str) -> np.ndarray:
         if key in self.depth:
