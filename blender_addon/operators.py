@@ -190,9 +190,7 @@ class MARIONETTE_OT_remove_character(bpy.types.Operator):
         return len(context.scene.marionette.characters) > 0
 
     def execute(self, context):
-        settings = context.scene.marionette
-        settings.characters.remove(settings.active_character_index)
-        settings.active_character_index = max(0, min(settings.active_character_index, len(settings.characters) - 1))
+        _remove_active(context.scene.marionette, "characters", "active_character_index")
         return {"FINISHED"}
 
 
@@ -232,10 +230,17 @@ class MARIONETTE_OT_remove_keypoint_override(bpy.types.Operator):
         return obj is not None and obj.type == "ARMATURE" and len(obj.marionette_rig.overrides) > 0
 
     def execute(self, context):
-        rig = context.active_object.marionette_rig
-        rig.overrides.remove(rig.active_override_index)
-        rig.active_override_index = max(0, min(rig.active_override_index, len(rig.overrides) - 1))
+        _remove_active(context.active_object.marionette_rig, "overrides", "active_override_index")
         return {"FINISHED"}
+
+
+def _remove_active(owner, collection_name: str, index_name: str) -> None:
+    """Remove the active item of a UI list's collection and keep the active index in range."""
+    collection = getattr(owner, collection_name)
+    index = getattr(owner, index_name)
+    if 0 <= index < len(collection):
+        collection.remove(index)
+    setattr(owner, index_name, max(0, min(index, len(collection) - 1)))
 
 
 classes = (
@@ -247,11 +252,4 @@ classes = (
 )
 
 
-def register():
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)
