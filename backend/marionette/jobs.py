@@ -1,0 +1,171 @@
+"""The job store: one folder per job with its inputs, its status, and its frames as they are made.
+
+    <store>/<job id>/job.json              engine, settings, size, frame numbers, output names
+                     inputs/reference.png
+                     inputs/reference_pose.json
+                     inputs/poses/<index:06d>.json
+                     inputs/maps/<index:06d>.png   (engines that take control maps)
+                     status.json           {"state": queued|running|done|failed|cancelled, ...}
+                     frames/<index:06d>.png
+
+A job folder appears whole (written aside, then renamed into place); status and frames are written
+to a temporary name and renamed, so a reader or a restarted backend never sees half a file. The
+frames present are exactly the frames done, so a restarted backend resumes from the first missing one.
+Job ids are 32 lowercase hex digits, checked before any path is built from them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from marionette_core import openpose_json
+from marionette_core.keypoints import PersonKeypoints
+
+from .engines.base import JobInputs
+from .images import decode_image, resize_to
+
+JOB_ID = re.compile(r"[0-9a-f]{32}")
+UNFINISHED = ("queued", "running")
+FINISHED = ("done", "failed", "cancelled")
+
+
+class JobError(ValueError):
+    """A job request or job folder that cannot be used; the message says why."""
+
+
+class UnknownJobError(JobError):
+    """No such job, or not a job id at all."""
+
+
+def check_job_id(job_id) -> str:
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+        raise UnknownJobError(f"not a job id: {str(job_id)[:80]!r}")
+    return job_id
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+    os.replace(temporary, path)
+
+
+class JobStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        for leftover in self.root.glob(".incoming-*"):  # a submit interrupted by a crash
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def folder(self, job_id: str) -> Path:
+        return self.root / check_job_id(job_id)
+
+    def require(self, job_id) -> str:
+        if not self.exists(job_id):
+            raise UnknownJobError(f"no job {str(job_id)[:40]!r} on this backend")
+        return job_id
+
+    def exists(self, job_id: str) -> bool:
+        return JOB_ID.fullmatch(str(job_id)) is not None and (self.root / job_id / "job.json").is_file()
+
+    def create(self, spec: dict, reference_png: bytes, reference_pose: dict, poses: list[dict],
+               maps: list[bytes]) -> str:
+        """Store a new job (queued) and return its id."""
+        job_id = uuid.uuid4().hex
+        incoming = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.root))
+        try:
+            (incoming / "inputs" / "poses").mkdir(parents=True)
+            (incoming / "frames").mkdir()
+            (incoming / "inputs" / "reference.png").write_bytes(reference_png)
+            (incoming / "inputs" / "reference_pose.json").write_text(json.dumps(reference_pose))
+            for index, pose in enumerate(poses):
+                (incoming / "inputs" / "poses" / f"{index:06d}.json").write_text(json.dumps(pose))
+            if maps:
+                (incoming / "inputs" / "maps").mkdir()
+                for index, data in enumerate(maps):
+                    (incoming / "inputs" / "maps" / f"{index:06d}.png").write_bytes(data)
+            (incoming / "job.json").write_text(json.dumps({**spec, "id": job_id, "created": time.time()}))
+            (incoming / "status.json").write_text(json.dumps({"state": "queued", "updated": time.time()}))
+            incoming.rename(self.root / job_id)
+        except BaseException:
+            shutil.rmtree(incoming, ignore_errors=True)
+            raise
+        return job_id
+
+    def spec(self, job_id: str) -> dict:
+        return json.loads((self.folder(job_id) / "job.json").read_text())
+
+    def status(self, job_id: str) -> dict:
+        return json.loads((self.folder(job_id) / "status.json").read_text())
+
+    def set_status(self, job_id: str, state: str, **extra) -> None:
+        data = {"state": state, "updated": time.time(), **extra}
+        write_atomically(self.folder(job_id) / "status.json", json.dumps(data).encode())
+
+    def frame_path(self, job_id: str, index: int) -> Path:
+        return self.folder(job_id) / "frames" / f"{index:06d}.png"
+
+    def write_frame(self, job_id: str, index: int, png: bytes) -> None:
+        write_atomically(self.frame_path(job_id, index), png)
+
+    def first_missing_frame(self, job_id: str) -> int:
+        total = len(self.spec(job_id)["frames"])
+        index = 0
+        while index < total and self.frame_path(job_id, index).is_file():
+            index += 1
+        return index
+
+    def job_ids(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if JOB_ID.fullmatch(p.name) and (p / "job.json").is_file())
+
+    def unfinished(self) -> list[str]:
+        """Jobs a restarted backend must take up again, oldest first."""
+        jobs = [(self.spec(j).get("created", 0), j) for j in self.job_ids() if self.status(j)["state"] in UNFINISHED]
+        return [job_id for _created, job_id in sorted(jobs)]
+
+    def load_inputs(self, job_id: str) -> JobInputs:
+        folder = self.folder(job_id)
+        spec = self.spec(job_id)
+        poses = [json.loads(p.read_text()) for p in sorted((folder / "inputs" / "poses").glob("*.json"))]
+        maps_folder = folder / "inputs" / "maps"
+        maps = [p.read_bytes() for p in sorted(maps_folder.glob("*.png"))] if maps_folder.is_dir() else []
+        return build_inputs((folder / "inputs" / "reference.png").read_bytes(),
+                            json.loads((folder / "inputs" / "reference_pose.json").read_text()),
+                            poses, maps, spec.get("width"), spec.get("height"), spec.get("settings", {}))
+
+
+def people_from_openpose(data: dict, width: int, height: int, what: str) -> list[PersonKeypoints]:
+    """People of an OpenPose JSON object, scaled from its canvas to width x height pixels."""
+    try:
+        people, canvas_width, canvas_height = openpose_json.loads(json.dumps(data))
+    except (ValueError, TypeError) as error:
+        raise JobError(f"{what}: {error}") from None
+    if canvas_width > 0 and canvas_height > 0 and (canvas_width, canvas_height) != (width, height):
+        scale = np.array([width / canvas_width, height / canvas_height, 1.0])
+        for person in people:
+            for key in person.points:
+                person.points[key] = person.points[key] * scale
+    return people
+
+
+def build_inputs(reference_png: bytes, reference_pose: dict, poses: list[dict], maps: list[bytes],
+                 width: int | None, height: int | None, settings: dict) -> JobInputs:
+    """Decode and scale a job's inputs to the output size (the reference image's, unless given)."""
+    reference = decode_image(reference_png, "reference image")
+    width = int(width or reference.shape[1])
+    height = int(height or reference.shape[0])
+    reference = resize_to(reference, width, height)
+    reference_people = people_from_openpose(reference_pose, width, height, "reference keypoints")
+    frames = [people_from_openpose(pose, width, height, f"keypoints of frame {i}") for i, pose in enumerate(poses)]
+    control_maps = [resize_to(decode_image(data, f"control map {i}")[..., :3], width, height)
+                    for i, data in enumerate(maps)]
+    return JobInputs(reference, reference_people, frames, control_maps, dict(settings))

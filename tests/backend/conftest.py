@@ -1,0 +1,73 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+class BackendProcess:
+    """`marionette serve` in its own process on a free loopback port."""
+
+    def __init__(self, store: Path, token_file: Path, extra=()):
+        self.store, self.token_file = store, token_file
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "marionette.cli", "serve", "--port", "0", "--store", str(store),
+             "--token-file", str(token_file), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        if not line.startswith("READY"):
+            self.process.kill()
+            raise RuntimeError("backend did not start: " + line + self.process.stderr.read())
+        self.port = int(line.split()[1])
+        self.token = token_file.read_text().strip()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.alive():
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+
+@pytest.fixture
+def backend(tmp_path):
+    server = BackendProcess(tmp_path / "jobs", tmp_path / "config" / "token")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_backend(tmp_path):
+    started = []
+
+    def start(**kwargs):
+        server = BackendProcess(tmp_path / "jobs", tmp_path / "config" / "token", **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
