@@ -49,8 +49,9 @@ def character_image(body: np.ndarray, width=512, height=768, alpha=True, markers
     """RGB(A) reference: textured background, a grey figure along the skeleton, coloured markers."""
     rng = np.random.default_rng(3)
     ys, xs = np.mgrid[0:height, 0:width]
-    background = np.stack([80 + 60 * np.sin(xs / 37.0), 120 + 50 * np.cos(ys / 53.0),
-                           140 + 40 * np.sin((xs + ys) / 71.0)], axis=2)
+    # A textured but unsaturated background, so no part of it passes for a marker colour.
+    grey = 110 + 35 * np.sin(xs / 37.0) + 25 * np.cos(ys / 53.0)
+    background = np.stack([grey, grey + 10 * np.sin((xs + ys) / 71.0), grey - 8], axis=2)
     background = np.clip(background + rng.normal(0, 6, background.shape), 0, 255).astype(np.uint8)
     figure = np.zeros((height, width), np.uint8)
     point = lambda name: tuple(int(v) for v in body[INDEX[name], :2])  # noqa: E731
@@ -98,13 +99,13 @@ def rotate_about(body: np.ndarray, names: list[str], pivot: str, degrees: float)
 
 def moved_pose(body: np.ndarray) -> np.ndarray:
     """The standing pose articulated: arms swung, a knee lifted, the head tilted, the body shifted."""
-    body = rotate_about(body, ["r_elbow", "r_wrist"], "r_shoulder", 35)
-    body = rotate_about(body, ["r_wrist"], "r_elbow", 40)
-    body = rotate_about(body, ["l_elbow", "l_wrist"], "l_shoulder", -50)
+    body = rotate_about(body, ["r_elbow", "r_wrist"], "r_shoulder", 30)
+    body = rotate_about(body, ["r_wrist"], "r_elbow", -35)
+    body = rotate_about(body, ["l_elbow", "l_wrist"], "l_shoulder", -35)
     body = rotate_about(body, ["r_knee", "r_ankle"], "r_hip", 25)
     body = rotate_about(body, ["r_ankle"], "r_knee", -45)
     body = rotate_about(body, ["nose", "r_eye", "l_eye", "r_ear", "l_ear"], "neck", 12)
-    body[:, :2] += (18, -12)
+    body[:, :2] += (8, -12)
     return body
 
 
