@@ -44,6 +44,7 @@ demo: setup extension
 	HOME=$(CURDIR)/out/demo/.blender-home $(BLENDER_PY) scripts/render_demo_maps.py --blend out/demo/demo.blend --zip $(ZIP)
 
 bench: setup extension
+	$(BACKEND_PY) benchmarks/bench_backend.py
 	mkdir -p out/bench/.blender-home
 	HOME=$(CURDIR)/out/bench/.blender-home $(BLENDER_PY) benchmarks/bench_control_maps.py --zip $(ZIP)
 

@@ -24,10 +24,13 @@ def decode_image(data: bytes, what: str = "image") -> np.ndarray:
     return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
 
 
-def encode_png(image: np.ndarray, compression: int = 1) -> bytes:
-    """PNG bytes of an RGB(A) uint8 array (fast compression: frames are written as they are made)."""
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of an RGB(A) uint8 array. Frames are written as they are made, so speed matters:
+    zlib's run-length strategy at level 1 measured faster than plain deflate and smaller on
+    photographic frames, and it still packs flat areas."""
     code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
-    ok, data = cv2.imencode(".png", cv2.cvtColor(image, code), [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    ok, data = cv2.imencode(".png", cv2.cvtColor(image, code), [
+        cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE])
     if not ok:
         raise ImageError("could not encode a PNG")
     return data.tobytes()

@@ -13,6 +13,8 @@ import asyncio
 import hmac
 import logging
 import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -343,18 +345,31 @@ class Server:
             await self._finish(live, "cancelled" if live.stop.is_set() else "done")
 
     def _render(self, job_id: str, live: LiveJob, loop: asyncio.AbstractEventLoop) -> None:
-        """Worker thread: run the engine from the first missing frame, storing each frame as it comes."""
+        """Worker thread: run the engine from the first missing frame. Each frame is encoded and
+        stored on a second thread, in order, while the engine works on the next one."""
         spec = self.store.spec(job_id)
         engine = self.engines.get(spec["engine"])
         start = self.store.first_missing_frame(job_id)
         if start >= live.total:
             return
         inputs = self.store.load_inputs(job_id)
-        for index, image in engine.render(inputs, start, live.stop):
+
+        def store_frame(index: int, image) -> None:
             self.store.write_frame(job_id, index, encode_png(image))
             asyncio.run_coroutine_threadsafe(self._notify(live), loop)
-            if live.stop.is_set():
-                return
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="marionette-store") as writer:
+            pending: deque[Future] = deque()
+            try:
+                for index, image in engine.render(inputs, start, live.stop):
+                    pending.append(writer.submit(store_frame, index, image))
+                    while len(pending) > 2 or (pending and pending[0].done()):
+                        pending.popleft().result()
+                    if live.stop.is_set():
+                        return
+            finally:
+                for future in pending:
+                    future.result()
 
 
 class _LimitError(Exception):

@@ -103,8 +103,7 @@ def _point(person: PersonKeypoints, ref: tuple[str, int]) -> np.ndarray | None:
 class WarpRig:
     """The reference image prepared for warping: mask, clean plate, mesh, bone weights."""
 
-    image: np.ndarray  # (H, W, 3) RGB
-    alpha: np.ndarray  # (H, W) uint8 character mask (soft edge)
+    rgba: np.ndarray  # (H, W, 4) the reference with the character mask as alpha (soft edge)
     background: np.ndarray | None  # (H, W, 3) clean plate; None when the output keeps alpha
     vertices: np.ndarray  # (V, 2) reference vertex positions
     triangles: np.ndarray  # (T, 3) vertex indices, in drawing order (back to front)
@@ -127,12 +126,12 @@ class WarpRig:
         else:
             alpha = _estimate_mask(image, reference, bones)
             background = _clean_plate(image, alpha)
-        vertices, triangles = _mesh(alpha > 127, reference, spacing=max(6, min(width, height) // 40))
+        vertices, triangles = _mesh(alpha > 127, reference, spacing=max(6, min(width, height) // 30))
         weights = _bone_weights(vertices, reference, bones)
         # Back to front: each triangle takes the layer of its strongest bone.
         layers = np.array([bone.layer for bone in bones])[weights[triangles].sum(axis=1).argmax(axis=1)]
         triangles = triangles[np.argsort(layers, kind="stable")]
-        return cls(image, alpha, background, vertices, triangles, weights, bones, reference)
+        return cls(np.dstack([image, alpha]), background, vertices, triangles, weights, bones, reference)
 
     def pose(self, person: PersonKeypoints | None) -> np.ndarray:
         """The reference character moved to `person`'s keypoints, as an RGB (or RGBA) image."""
@@ -170,31 +169,51 @@ class WarpRig:
         return np.stack([result[bone.name] for bone in self.bones])
 
     def _draw(self, moved: np.ndarray) -> np.ndarray:
-        height, width = self.alpha.shape
-        # Which triangle covers each output pixel (later triangles are in front).
-        owner = np.full((height, width), -1, dtype=np.int32)
+        height, width = self.rgba.shape[:2]
+        # Each pixel's map back into the reference is the affine map of the triangle in front of it:
+        # paint every triangle's coefficients, back to front, then evaluate them all at once.
+        back = _affine_maps(moved[self.triangles], self.vertices[self.triangles]).astype(np.float64)
+        coefficients_x = np.empty((height, width, 3), np.float32)
+        coefficients_y = np.empty((height, width, 3), np.float32)
+        coefficients_x[:] = (0.0, 0.0, -1.0)  # uncovered pixels sample outside the image: transparent
+        coefficients_y[:] = (0.0, 0.0, -1.0)
         corners = np.round(moved[self.triangles]).astype(np.int32)
-        for index, triangle in enumerate(corners):
-            cv2.fillConvexPoly(owner, triangle, int(index))
-        # Per triangle, the affine map from output pixels back to reference pixels.
-        destination = np.concatenate([moved[self.triangles], np.ones((len(self.triangles), 3, 1))], axis=2)
-        source = self.vertices[self.triangles]
-        with np.errstate(all="ignore"):
-            inverse = np.linalg.pinv(destination)  # (T, 3, 3); degenerate triangles stay finite
-        back = np.einsum("tij,tjk->tki", inverse, source)  # (T, 2, 3): [x y 1] -> source (x, y)
-        ys, xs = np.nonzero(owner >= 0)
-        maps = np.full((height, width, 2), -1.0, dtype=np.float32)
-        if len(xs):
-            ids = owner[ys, xs]
-            maps[ys, xs, 0] = back[ids, 0, 0] * xs + back[ids, 0, 1] * ys + back[ids, 0, 2]
-            maps[ys, xs, 1] = back[ids, 1, 0] * xs + back[ids, 1, 1] * ys + back[ids, 1, 2]
-        rgba = np.dstack([self.image, self.alpha])
-        warped = cv2.remap(rgba, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        for triangle, (row_x, row_y) in zip(corners, back):
+            cv2.fillConvexPoly(coefficients_x, triangle, row_x.tolist())
+            cv2.fillConvexPoly(coefficients_y, triangle, row_y.tolist())
+        xs, ys = self._grid
+        map_x = coefficients_x[..., 0] * xs + coefficients_x[..., 1] * ys + coefficients_x[..., 2]
+        map_y = coefficients_y[..., 0] * xs + coefficients_y[..., 1] * ys + coefficients_y[..., 2]
+        warped = cv2.remap(self.rgba, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         if self.background is None:
             return warped
-        alpha = warped[..., 3:4].astype(np.float32) * (1.0 / 255.0)
-        out = warped[..., :3] * alpha + self.background * (1.0 - alpha)
-        return out.astype(np.uint8)
+        alpha = warped[..., 3].astype(np.float32) * (1.0 / 255.0)
+        return cv2.blendLinear(np.ascontiguousarray(warped[..., :3]), self.background, alpha, 1.0 - alpha)
+
+    @property
+    def _grid(self) -> tuple[np.ndarray, np.ndarray]:
+        if not hasattr(self, "_grid_cache"):
+            height, width = self.rgba.shape[:2]
+            ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+            self._grid_cache = (xs, ys)
+        return self._grid_cache
+
+
+def _affine_maps(destination: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """(T, 2, 3) float32 affine maps taking each destination triangle onto its source triangle.
+
+    Solved in closed form per triangle; a degenerate (flattened) triangle gets a finite map,
+    since no pixel is drawn inside it anyway."""
+    d0 = destination[:, 0]
+    d = np.stack([destination[:, 1] - d0, destination[:, 2] - d0], axis=2)  # (T, 2, 2) columns
+    s = np.stack([source[:, 1] - source[:, 0], source[:, 2] - source[:, 0]], axis=2)
+    det = d[:, 0, 0] * d[:, 1, 1] - d[:, 0, 1] * d[:, 1, 0]
+    det = np.where(np.abs(det) < 1e-9, 1e-9, det)
+    inverse = np.stack([np.stack([d[:, 1, 1], -d[:, 0, 1]], axis=1),
+                        np.stack([-d[:, 1, 0], d[:, 0, 0]], axis=1)], axis=1) / det[:, None, None]
+    linear = s @ inverse  # (T, 2, 2)
+    offset = source[:, 0] - np.einsum("tij,tj->ti", linear, d0)
+    return np.concatenate([linear, offset[:, :, None]], axis=2).astype(np.float32)
 
 
 def _bone_points(bone: BoneSpec, person: PersonKeypoints) -> list[np.ndarray]:
@@ -259,7 +278,7 @@ def _mesh(mask: np.ndarray, reference: PersonKeypoints, spacing: int) -> tuple[n
     contours, _ = cv2.findContours(grown.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     for contour in contours:
         outline = contour[:, 0, :].astype(np.float64)
-        points.append(outline[::max(1, spacing // 2)])
+        points.append(outline[::max(1, spacing * 2 // 3)])
     keypoints = [group[group[:, 2] > 0, :2] for group in reference.points.values()]
     points += keypoints
     vertices = np.concatenate(points)
