@@ -283,9 +283,14 @@ class Server:
         spec = self.store.spec(job_id)
         total, frames = len(spec["frames"]), spec["frames"]
         live = self.jobs.get(job_id)
+        reported_state = None
         try:
             while True:
                 seen = live.version if live is not None else None
+                if live is not None and live.state != reported_state and live.state not in FINISHED:
+                    reported_state = live.state  # queued -> running: the client can say so
+                    await send({"type": "progress", "job_id": job_id, "state": live.state, "done": index,
+                                "total": total})
                 path = self.store.frame_path(job_id, index) if index < total else None
                 if path is not None and path.is_file():
                     data = await asyncio.to_thread(path.read_bytes)

@@ -14,6 +14,7 @@ class BackendProcess:
     """`marionette serve` in its own process on a free loopback port."""
 
     def __init__(self, store: Path, token_file: Path, extra=()):
+        self.extra = extra
         self.store, self.token_file = store, token_file
         self.process = subprocess.Popen(
             [sys.executable, "-m", "marionette.cli", "serve", "--port", "0", "--store", str(store),
@@ -63,8 +64,8 @@ def backend(tmp_path):
 def start_backend(tmp_path):
     started = []
 
-    def start(**kwargs):
-        server = BackendProcess(tmp_path / "jobs", tmp_path / "config" / "token", **kwargs)
+    def start(extra=()):
+        server = BackendProcess(tmp_path / "jobs", tmp_path / "config" / "token", extra)
         started.append(server)
         return server
 

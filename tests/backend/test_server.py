@@ -40,6 +40,8 @@ def test_handshake_capabilities_and_a_job(backend):
     job, reference = synthetic.warp_job(8)
     accepted = client.submit(job, reference)
     assert accepted["total"] == 8
+    progress = client.expect("progress").header
+    assert progress["job_id"] == accepted["job_id"] and progress["state"] in ("queued", "running")
     frames, end = collect(client, accepted["job_id"])
     assert end.type == "done"
     assert sorted(frames) == list(range(8))
@@ -162,3 +164,13 @@ def test_bad_jobs_get_clear_errors(backend):
         assert error.value.code == code and words in str(error.value), (code, str(error.value))
     client.ping()  # the same connection still works
     assert not [p for p in backend.store.iterdir() if not p.name.startswith(".")], "a refused job was stored"
+
+
+def test_token_file_is_private_and_other_addresses_warn(tmp_path, start_backend):
+    server = start_backend()
+    assert (server.token_file.stat().st_mode & 0o777) == 0o600
+    assert len(server.token) == 64
+    server.stop()
+    wide = start_backend(extra=("--host", "0.0.0.0"))
+    wide.stop()
+    assert "prefer the default loopback address" in wide.process.stderr.read()

@@ -97,3 +97,34 @@ def test_render_command_writes_one_frame_per_pose(tmp_path):
                           "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "reference image is not a readable image" in bad.stderr
     assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").iterdir())
+
+
+def test_hand_follows_its_keypoints():
+    """A hand's points, turned about the wrist, carry the hand's pixels with them."""
+    from marionette_core.keypoints import PersonKeypoints
+    import cv2
+
+    reference = synthetic.standing_pose()
+    image = synthetic.character_image(reference, markers=False)
+    wrist = reference[synthetic.INDEX["r_wrist"], :2]
+    hand = np.zeros((21, 3))
+    for finger in range(5):  # five straight fingers pointing down from the wrist
+        for joint in range(4):
+            hand[1 + 4 * finger + joint] = (wrist[0] - 16 + 8 * finger, wrist[1] + 12 + 9 * joint, 1)
+    hand[0] = (*wrist, 1)
+    cv2.circle(image, tuple(int(v) for v in hand[12, :2]), 4, (255, 0, 0, 255), -1)  # marker: middle tip
+    person = synthetic.person(reference)
+    person.points["hand_right_keypoints_2d"] = hand
+    rig = WarpRig.build(image, person)
+    assert any(bone.name == "r_hand" for bone in rig.bones)
+    turned = hand.copy()
+    angle = np.radians(70)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    turned[:, :2] = wrist + (hand[:, :2] - wrist) @ rotation.T
+    moved = synthetic.person(reference)
+    moved.points["hand_right_keypoints_2d"] = turned
+    out = rig.pose(moved)
+    red = (out[..., 0] > 200) & (out[..., 1] < 60) & (out[..., 2] < 60) & (out[..., 3] > 200)
+    ys, xs = np.nonzero(red)
+    assert len(xs) > 20
+    assert np.hypot(xs.mean() - turned[12, 0], ys.mean() - turned[12, 1]) <= 2.0
