@@ -39,9 +39,7 @@ test-blender: .venv-blender/.installed
 
 demo: setup extension
 	rm -rf out/demo
-	$(BLENDER_PY) rigs/build_demo_scene.py --out out/demo/demo.blend
-	mkdir -p out/demo/.blender-home
-	HOME=$(CURDIR)/out/demo/.blender-home $(BLENDER_PY) scripts/render_demo_maps.py --blend out/demo/demo.blend --zip $(ZIP)
+	$(BLENDER_PY) scripts/demo.py --out out/demo
 
 bench: setup extension
 	$(BACKEND_PY) benchmarks/bench_backend.py

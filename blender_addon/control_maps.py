@@ -122,15 +122,7 @@ class ControlMapJob:
         if self.next_index >= len(self.frames):
             return False
         frame = self.frames[self.next_index]
-        self._set_frame(frame)
-        depsgraph = bpy.context.evaluated_depsgraph_get()
-        width, height = self.settings.width, self.settings.height
-        view, projection = camera_matrices(self.scene, depsgraph, width, height)
-        try:
-            people = [project_person(sampler.world_points(depsgraph, frame), view, projection, width, height)
-                      for sampler in self.samplers]
-        except SamplingError as error:
-            raise ControlMapError(str(error)) from None
+        people = sample_people(self.scene, self.samplers, frame, self.settings.width, self.settings.height)
         self._collect_finished(limit=2 * self.workers)
         self.pending.append(self.pool.submit(_write_frame, self.staging, frame, people, self.settings))
         self.next_index += 1
@@ -172,6 +164,36 @@ class ControlMapJob:
     def _set_frame(self, frame: int) -> None:
         # Always through frame_set, even for the current frame: it is what evaluates the animation.
         self.scene.frame_set(frame)
+
+
+def sample_people(scene: bpy.types.Scene, samplers: list[CharacterSampler], frame: int, width: int,
+                  height: int) -> list[PersonKeypoints]:
+    """Every character's keypoints at `frame` (sets the scene to that frame), in pixels."""
+    scene.frame_set(frame)
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    view, projection = camera_matrices(scene, depsgraph, width, height)
+    try:
+        return [project_person(sampler.world_points(depsgraph, frame), view, projection, width, height)
+                for sampler in samplers]
+    except SamplingError as error:
+        raise ControlMapError(str(error)) from None
+
+
+def keypoints_at(scene: bpy.types.Scene, armatures: list[bpy.types.Object], frame: int, width: int,
+                 height: int) -> dict:
+    """OpenPose JSON of the characters at one frame (the reference frame), without writing files."""
+    original = scene.frame_current
+    try:
+        scene.frame_set(frame)
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        try:
+            samplers = [CharacterSampler(obj, build_mapping(obj, depsgraph)) for obj in armatures]
+        except MappingError as error:
+            raise ControlMapError(str(error)) from None
+        people = sample_people(scene, samplers, frame, width, height)
+    finally:
+        scene.frame_set(original)
+    return openpose_json.to_openpose_dict(people, width, height)
 
 
 def _make_staging(output_dir: Path) -> Path:

@@ -54,6 +54,49 @@ class MARIONETTE_PT_control_maps(bpy.types.Panel):
             layout.operator("marionette.render_control_maps", icon="RENDER_ANIMATION")
 
 
+class MARIONETTE_PT_generate(bpy.types.Panel):
+    bl_label = "Generate"
+    bl_idname = "MARIONETTE_PT_generate"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Marionette"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.marionette
+        layout.label(text="Reference image (shown in the camera):")
+        layout.template_ID(settings, "reference_image", open="image.open")
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        layout.prop(settings, "reference_frame")
+        engines = context.window_manager.marionette_engines
+        if len(engines):
+            layout.prop_search(settings, "engine", context.window_manager, "marionette_engines")
+        else:
+            layout.prop(settings, "engine")
+        if settings.engine != "warp":  # the diffusion engines' settings
+            layout.prop(settings, "seed")
+            layout.prop(settings, "steps")
+            layout.prop(settings, "guidance")
+            layout.prop(settings, "weights_dir")
+
+        session = operators.active_session
+        if session is not None:
+            layout.progress(factor=session.progress, text=f"{session.status} (Esc cancels)")
+        else:
+            row = layout.row(align=True)
+            row.scale_y = 1.4
+            row.operator("marionette.generate", icon="PLAY")
+            row.operator("marionette.resume", icon="FILE_REFRESH")
+
+        box = layout.box()
+        box.label(text=operators.backend_status or "Backend: not checked yet", icon="LINKED")
+        row = box.row(align=True)
+        row.operator("marionette.test_connection", text="Test")
+        row.operator("marionette.start_backend", text="Start")
+        row.operator("marionette.stop_backend", text="Stop")
+
+
 class MARIONETTE_PT_rig_mapping(bpy.types.Panel):
     bl_label = "Rig Mapping"
     bl_idname = "MARIONETTE_PT_rig_mapping"
@@ -104,6 +147,7 @@ classes = (
     MARIONETTE_UL_characters,
     MARIONETTE_UL_overrides,
     MARIONETTE_PT_control_maps,
+    MARIONETTE_PT_generate,
     MARIONETTE_PT_rig_mapping,
 )
 

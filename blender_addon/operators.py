@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from pathlib import Path
 
 import bpy
 from bpy.props import IntProperty
 
-from . import vse
+from . import backend_process, vse
+from .backend_process import BackendSettings
 from .control_maps import ControlMapError, ControlMapJob, armatures_to_render, job_settings
+from .core.client import BackendError
+from .generation import GenerationError, GenerationSession, remember_capabilities
 from .preferences import preferences
 
 # The interactive run in progress, if any: runtime state only, never saved in the .blend.
 running_job: ControlMapJob | None = None
+active_session: GenerationSession | None = None
+
+
+def _busy_message() -> str | None:
+    if running_job is not None:
+        return "Control maps are being rendered; wait or press Esc to cancel"
+    if active_session is not None:
+        return "A generation is running; wait or press Esc to cancel it"
+    return None
+
+
+def backend_settings(context) -> BackendSettings:
+    prefs = preferences(context)
+    return BackendSettings(prefs.host, prefs.port, Path(bpy.path.abspath(prefs.token_file)).expanduser(),
+                           bpy.path.abspath(prefs.backend_python) if prefs.backend_python else "")
 
 # Seconds of work per timer tick in the interactive run: long enough to be efficient, short enough
 # that the UI stays responsive.
@@ -52,8 +72,9 @@ class MARIONETTE_OT_render_control_maps(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if running_job is not None:
-            cls.poll_message_set("Control maps are being rendered; wait or press Esc to cancel")
+        message = _busy_message()
+        if message:
+            cls.poll_message_set(message)
             return False
         return True
 
@@ -234,6 +255,251 @@ class MARIONETTE_OT_remove_keypoint_override(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class _GenerateBase:
+    """Generate and Resume share this: a blocking run in background mode, a modal one with a window."""
+
+    _session: GenerationSession | None = None
+    _timer = None
+    resume = False
+
+    @classmethod
+    def poll(cls, context):
+        message = _busy_message()
+        if message:
+            cls.poll_message_set(message)
+            return False
+        return True
+
+    def _start(self, context) -> bool:
+        prefs = preferences(context)
+        try:
+            self._session = GenerationSession(context, backend_settings(context), prefs.max_resolution,
+                                              resume=self.resume, auto_start=prefs.auto_start)
+        except (GenerationError, ControlMapError) as error:
+            self.report({"ERROR"}, str(error))
+            return False
+        return True
+
+    def execute(self, context):
+        """Blocking run, for scripts and `blender -b` (render farms): fails with an error report."""
+        global active_session
+        if _busy_message():
+            self.report({"ERROR"}, _busy_message())
+            return {"CANCELLED"}
+        if not self._start(context):
+            return {"CANCELLED"}
+        active_session = self._session
+        try:
+            reported = -1
+            while self._session.pump(0.5):
+                if bpy.app.background and int(self._session.progress * 10) > reported:
+                    reported = int(self._session.progress * 10)
+                    print(f"Marionette: generate {reported * 10}% ({self._session.status})", flush=True)
+                if self._session.phase == "stream":
+                    time.sleep(0.02)
+        except (GenerationError, ControlMapError) as error:
+            self._session.cancel()
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        finally:
+            active_session = None
+        return self._finished()
+
+    def invoke(self, context, event):
+        global active_session
+        if bpy.app.background or context.window is None:
+            return self.execute(context)
+        if not self._start(context):
+            return {"CANCELLED"}
+        active_session = self._session
+        context.window_manager.progress_begin(0, 100)
+        self._timer = context.window_manager.event_timer_add(0.05, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if event.type in {"ESC"} and event.value == "PRESS":
+            self._session.cancel()  # the stream ends with "cancelled" once the backend confirms
+            return {"RUNNING_MODAL"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        try:
+            running = self._session.pump(TICK_BUDGET)
+        except (GenerationError, ControlMapError) as error:
+            self._session.cancel()
+            self._end_modal(context)
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        progress = 100.0 * self._session.progress
+        context.window_manager.progress_update(progress)
+        context.workspace.status_text_set(f"Marionette: {self._session.status} (Esc to cancel)")
+        _redraw_panels(context)
+        if running:
+            return {"RUNNING_MODAL"}
+        self._end_modal(context)
+        return self._finished()
+
+    def _end_modal(self, context):
+        global active_session
+        active_session = None
+        context.window_manager.event_timer_remove(self._timer)
+        context.window_manager.progress_end()
+        context.workspace.status_text_set(None)
+        _redraw_panels(context)
+
+    def _finished(self):
+        session = self._session
+        if session.failed:
+            self.report({"ERROR"}, f"Generate failed: {session.result}")
+            return {"CANCELLED"}
+        if session.result == "cancelled":
+            self.report({"WARNING"}, f"Generate cancelled; {session.received} frames kept")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Generated {session.received} frames into {session.output_dir / 'frames'}")
+        return {"FINISHED"}
+
+
+class MARIONETTE_OT_generate(_GenerateBase, bpy.types.Operator):
+    """Render the control maps, send them with the reference image to the backend and stream the frames
+    it makes into the Video Sequence Editor"""
+
+    bl_idname = "marionette.generate"
+    bl_label = "Generate"
+    bl_options = {"REGISTER"}
+
+
+class MARIONETTE_OT_resume(_GenerateBase, bpy.types.Operator):
+    """Continue the last generation: receive the frames still missing (after a dropped connection or a
+    backend restart)"""
+
+    bl_idname = "marionette.resume"
+    bl_label = "Resume"
+    bl_options = {"REGISTER"}
+    resume = True
+
+
+# One line about the backend for the panel, set by the backend operators.
+backend_status = ""
+
+
+def _in_background(work, done) -> None:
+    """Run `work()` (no bpy) off the main thread and hand its result or BackendError to `done(result,
+    error)` on the main thread. In background mode there is no event loop: run it right away."""
+    if bpy.app.background:
+        try:
+            done(work(), None)
+        except BackendError as error:
+            done(None, error)
+        return
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = work()
+        except BackendError as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, name="marionette-backend-check", daemon=True)
+    thread.start()
+
+    def check():
+        if thread.is_alive():
+            return 0.2
+        done(outcome.get("result"), outcome.get("error"))
+        return None
+
+    bpy.app.timers.register(check, first_interval=0.2)
+
+
+def _set_backend_status(text: str) -> None:
+    global backend_status
+    backend_status = text
+    for window in bpy.context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+
+class MARIONETTE_OT_start_backend(bpy.types.Operator):
+    """Start a backend on this machine with the Backend Python from the preferences"""
+
+    bl_idname = "marionette.start_backend"
+    bl_label = "Start Local Backend"
+
+    def execute(self, context):
+        settings = backend_settings(context)
+
+        def work():
+            if backend_process.healthy(settings):
+                return "already running"
+            backend_process.start(settings, Path(bpy.app.tempdir or "/tmp") / "marionette")
+            backend_process.wait_until_healthy(settings, timeout=30.0)
+            return f"started (log: {backend_process.log_path()})"
+
+        result = {}
+
+        def done(outcome, error):
+            result["error"] = error
+            _set_backend_status(f"Backend: {error}" if error else f"Backend at {settings.host}:{settings.port} {outcome}")
+
+        _set_backend_status("Backend: starting...")
+        _in_background(work, done)
+        if result.get("error"):
+            self.report({"ERROR"}, str(result["error"]))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class MARIONETTE_OT_stop_backend(bpy.types.Operator):
+    """Stop the backend this Blender started"""
+
+    bl_idname = "marionette.stop_backend"
+    bl_label = "Stop Local Backend"
+
+    def execute(self, context):
+        if backend_process.stop():
+            _set_backend_status("Backend: stopped")
+            self.report({"INFO"}, "Backend stopped")
+        else:
+            self.report({"WARNING"}, "This Blender started no backend")
+        return {"FINISHED"}
+
+
+class MARIONETTE_OT_test_connection(bpy.types.Operator):
+    """Connect to the backend, check the token and list its engines"""
+
+    bl_idname = "marionette.test_connection"
+    bl_label = "Test Connection"
+
+    def execute(self, context):
+        settings = backend_settings(context)
+
+        def work():
+            with settings.client(timeout=5.0) as client:
+                client.ping()
+                return client.capabilities
+
+        result = {}
+
+        def done(capabilities, error):
+            result["error"] = error
+            if error:
+                _set_backend_status(f"Backend: {error}")
+                return
+            remember_capabilities(capabilities)
+            names = ", ".join(engine["name"] for engine in capabilities["engines"])
+            _set_backend_status(f"Connected to {settings.host}:{settings.port}; engines: {names}")
+
+        _set_backend_status("Backend: connecting...")
+        _in_background(work, done)
+        if result.get("error"):
+            self.report({"ERROR"}, str(result["error"]))
+            return {"CANCELLED"}
+        if bpy.app.background:
+            self.report({"INFO"}, backend_status)
+        return {"FINISHED"}
+
+
 def _remove_active(owner, collection_name: str, index_name: str) -> None:
     """Remove the active item of a UI list's collection and keep the active index in range."""
     collection = getattr(owner, collection_name)
@@ -245,6 +511,11 @@ def _remove_active(owner, collection_name: str, index_name: str) -> None:
 
 classes = (
     MARIONETTE_OT_render_control_maps,
+    MARIONETTE_OT_generate,
+    MARIONETTE_OT_resume,
+    MARIONETTE_OT_start_backend,
+    MARIONETTE_OT_stop_backend,
+    MARIONETTE_OT_test_connection,
     MARIONETTE_OT_add_characters,
     MARIONETTE_OT_remove_character,
     MARIONETTE_OT_add_keypoint_override,

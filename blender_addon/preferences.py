@@ -1,7 +1,15 @@
-"""Add-on preferences."""
+"""Add-on preferences: limits, and where the backend is and how to start it."""
+
+from pathlib import Path
 
 import bpy
-from bpy.props import IntProperty
+from bpy.props import BoolProperty, IntProperty, StringProperty
+
+DEFAULT_PORT = 47316
+
+
+def _default_token_file() -> str:
+    return str(Path.home() / ".config" / "marionette" / "token")
 
 
 class MARIONETTE_AP_preferences(bpy.types.AddonPreferences):
@@ -10,9 +18,35 @@ class MARIONETTE_AP_preferences(bpy.types.AddonPreferences):
     max_resolution: IntProperty(
         name="Largest Map Side", default=4096, min=64, max=16384, subtype="PIXEL",
         description="Control maps wider or taller than this are refused (memory and disk guard)")
+    host: StringProperty(
+        name="Backend Address", default="127.0.0.1",
+        description="Where `marionette serve` listens: this machine, or the local end of an SSH tunnel")
+    port: IntProperty(name="Port", default=DEFAULT_PORT, min=1, max=65535)
+    token_file: StringProperty(
+        name="Token File", subtype="FILE_PATH", default=_default_token_file(),
+        description="The backend's token (`marionette token` prints it); for a remote backend, copy it here")
+    backend_python: StringProperty(
+        name="Backend Python", subtype="FILE_PATH", default="",
+        description="The Python that has the `marionette` package (e.g. <checkout>/.venv/bin/python), "
+                    "used to start a local backend")
+    auto_start: BoolProperty(
+        name="Start the Backend Automatically", default=True,
+        description="When Generate finds no backend on this machine, start one with the Backend Python")
 
     def draw(self, _context):
-        self.layout.prop(self, "max_resolution")
+        layout = self.layout
+        layout.use_property_split = True
+        layout.prop(self, "max_resolution")
+        column = layout.column(heading="Backend")
+        column.prop(self, "host")
+        column.prop(self, "port")
+        column.prop(self, "token_file")
+        column.prop(self, "backend_python")
+        column.prop(self, "auto_start")
+        row = layout.row()
+        row.operator("marionette.start_backend")
+        row.operator("marionette.stop_backend")
+        row.operator("marionette.test_connection")
 
 
 def preferences(context=None) -> MARIONETTE_AP_preferences:
@@ -20,6 +54,5 @@ def preferences(context=None) -> MARIONETTE_AP_preferences:
 
 
 classes = (MARIONETTE_AP_preferences,)
-
 
 register, unregister = bpy.utils.register_classes_factory(classes)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatVectorProperty, IntProperty,
-                       PointerProperty, StringProperty)
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, FloatVectorProperty,
+                       IntProperty, PointerProperty, StringProperty)
 
 from .core.keypoints import RIG_POINTS
 from .rig_mapping import load_presets
@@ -17,6 +17,26 @@ def _is_armature(_self, obj) -> bool:
 class MARIONETTE_PG_character(bpy.types.PropertyGroup):
     object: PointerProperty(name="Armature", type=bpy.types.Object, poll=_is_armature,
                             description="An armature whose pose becomes one person in the control maps")
+
+
+def _show_reference_in_camera(settings, context) -> None:
+    """Show the reference image behind the rig in the scene camera, so the rig can be posed over it."""
+    scene = context.scene
+    camera = scene.camera
+    if camera is None or camera.type != "CAMERA" or settings.reference_image is None:
+        return
+    data = camera.data
+    entry = next((b for b in data.background_images if b.image == settings.reference_image), None)
+    if entry is None:
+        entry = data.background_images.new()
+        entry.image = settings.reference_image
+        entry.alpha = 0.6
+    data.show_background_images = True
+
+
+class MARIONETTE_PG_engine(bpy.types.PropertyGroup):
+    """An engine the connected backend offers (runtime list on the window manager)."""
+    description: StringProperty()
 
 
 class MARIONETTE_PG_scene(bpy.types.PropertyGroup):
@@ -36,6 +56,27 @@ class MARIONETTE_PG_scene(bpy.types.PropertyGroup):
                     "convention's fixed order, which is what the released models saw in training")
     characters: CollectionProperty(type=MARIONETTE_PG_character)
     active_character_index: IntProperty(default=0)
+
+    reference_image: PointerProperty(
+        name="Reference Image", type=bpy.types.Image, update=_show_reference_in_camera,
+        description="One image of the character; shown behind the rig in the camera so you can pose the "
+                    "rig over it at the reference frame")
+    reference_frame: IntProperty(
+        name="Reference Frame", default=1,
+        description="The frame at which the rig is posed over the reference image")
+    engine: StringProperty(name="Engine", default="warp",
+                           description="The backend engine that animates the reference image")
+    seed: IntProperty(name="Seed", default=42, min=0, description="Diffusion engines: the noise seed")
+    steps: IntProperty(name="Steps", default=25, min=1, max=200, description="Diffusion engines: denoising steps")
+    guidance: FloatProperty(name="Guidance", default=3.5, min=0.0, max=30.0,
+                            description="Diffusion engines: classifier-free guidance scale")
+    weights_dir: StringProperty(name="Weights Folder", subtype="DIR_PATH", default="",
+                                description="Diffusion engines: the folder with the released checkpoints, on "
+                                            "the backend's machine")
+    # The last job, for Resume.
+    last_job_id: StringProperty(default="")
+    last_job_frame_start: IntProperty(default=1)
+    last_job_frame_count: IntProperty(default=0)
 
 
 def _keypoint_items():
@@ -65,6 +106,7 @@ class MARIONETTE_PG_rig(bpy.types.PropertyGroup):
 
 
 classes = (
+    MARIONETTE_PG_engine,
     MARIONETTE_PG_character,
     MARIONETTE_PG_scene,
     MARIONETTE_PG_keypoint_override,
@@ -77,9 +119,11 @@ def register():
         bpy.utils.register_class(cls)
     bpy.types.Scene.marionette = PointerProperty(type=MARIONETTE_PG_scene)
     bpy.types.Object.marionette_rig = PointerProperty(type=MARIONETTE_PG_rig)
+    bpy.types.WindowManager.marionette_engines = CollectionProperty(type=MARIONETTE_PG_engine)
 
 
 def unregister():
+    del bpy.types.WindowManager.marionette_engines
     del bpy.types.Object.marionette_rig
     del bpy.types.Scene.marionette
     for cls in reversed(classes):

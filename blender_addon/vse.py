@@ -7,7 +7,7 @@ from pathlib import Path
 import bpy
 
 STRIP_PREFIX = "Marionette "
-DEFAULT_CHANNELS = {"pose": 2, "face": 3, "frames": 1}
+DEFAULT_CHANNELS = {"pose": 2, "frames": 3}  # generated frames above the pose maps
 
 
 def _strips(editor):
@@ -21,16 +21,25 @@ def render_or_save_running() -> bool:
 
 
 def set_image_sequence_strip(scene: bpy.types.Scene, pass_name: str, folder: Path,
-                             frame_start: int, frame_count: int) -> bpy.types.Strip:
+                             frame_start: int, frame_count: int, grow: bool = False):
     """Add or replace the strip that shows `folder`/<frame:06d>.png from frame_start on.
 
-    A strip the user moved to another channel stays in that channel.
+    With `grow`, a strip that already shows the first frames of that sequence is extended in place
+    (frames streaming in). A strip the user moved to another channel stays in that channel.
     """
+    if frame_count <= 0:
+        return None
     editor = scene.sequence_editor or scene.sequence_editor_create()
     strips = _strips(editor)
     name = STRIP_PREFIX + pass_name
     channel = DEFAULT_CHANNELS.get(pass_name, 2)
     existing = strips.get(name)
+    if grow and existing is not None and existing.frame_start == frame_start and \
+            len(existing.elements) <= frame_count and existing.elements[0].filename == f"{frame_start:06d}.png":
+        for frame in range(frame_start + len(existing.elements), frame_start + frame_count):
+            existing.elements.append(f"{frame:06d}.png")
+        existing.frame_final_duration = frame_count
+        return existing
     if existing is not None:
         channel = existing.channel
         strips.remove(existing)

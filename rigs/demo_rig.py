@@ -155,3 +155,128 @@ def add_front_camera(name: str = "Camera", distance: float = 2.9, height: float 
     bpy.context.scene.collection.objects.link(camera)
     bpy.context.scene.camera = camera
     return camera
+
+
+# The demo character's body: simple skinned shapes in four materials, built around the rig's pose
+# at one frame, only to render the reference image (the rig is what animates).
+_BODY_PARTS = {
+    "shirt": (("spine", "chest", "clavicle.L", "clavicle.R", "upper_arm.L", "upper_arm.R", "lower_arm.L",
+               "lower_arm.R"), (0.20, 0.36, 0.62, 1.0)),
+    "trousers": (("pelvis", "upper_leg.L", "upper_leg.R", "lower_leg.L", "lower_leg.R"), (0.16, 0.17, 0.22, 1.0)),
+    "shoes": (("foot.L", "foot.R", "toes.L", "toes.R"), (0.35, 0.18, 0.08, 1.0)),
+    "skin": (("neck", "hand.L", "hand.R") + tuple(f"{f}{i}.{s}" for f in _FINGERS for i in (1, 2, 3) for s in "LR"),
+             (0.93, 0.72, 0.58, 1.0)),
+}
+# Extra segments that join a part's bones into one piece: ((bone, at), (bone, at)), at 0 head, 1 tail.
+_BRIDGES = {
+    "shirt": ((("chest", 1.0), ("clavicle.L", 0.0)), (("chest", 1.0), ("clavicle.R", 0.0)),
+              (("pelvis", 0.4), ("spine", 0.0))),
+    "trousers": ((("pelvis", 0.0), ("upper_leg.L", 0.0)), (("pelvis", 0.0), ("upper_leg.R", 0.0))),
+}
+_RADII = {"pelvis": 0.15, "spine": 0.15, "chest": 0.16, "clavicle": 0.07, "upper_arm": 0.05, "lower_arm": 0.042,
+          "upper_leg": 0.075, "lower_leg": 0.055, "foot": 0.045, "toes": 0.035, "neck": 0.05, "hand": 0.035}
+
+
+def _radius(bone: str) -> float:
+    base = bone.split(".")[0]
+    return _RADII.get(base, 0.011)  # fingers
+
+
+def build_demo_body(rig: bpy.types.Object, frame: int = 1) -> list[bpy.types.Object]:
+    """Meshes (skin modifier over the bones' posed segments) and a head, in the rig's pose at `frame`."""
+    scene = bpy.context.scene
+    scene.frame_set(frame)
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    evaluated = rig.evaluated_get(depsgraph)
+    world = evaluated.matrix_world
+    parts = []
+    for part, (bones, colour) in _BODY_PARTS.items():
+        material = bpy.data.materials.new(f"Demo {part}")
+        material.diffuse_color = colour
+        vertices, edges, radii, index_of = [], [], [], {}
+
+        def vertex(position, radius):  # joints shared by two bones become one vertex
+            key = tuple(round(c, 4) for c in position)
+            if key not in index_of:
+                index_of[key] = len(vertices)
+                vertices.append(position)
+                radii.append(radius)
+            return index_of[key]
+
+        for bone in bones:
+            pose_bone = evaluated.pose.bones[bone]
+            radius = _radius(bone)
+            edges.append((vertex(world @ pose_bone.head, radius), vertex(world @ pose_bone.tail, radius)))
+        for (bone_a, at_a), (bone_b, at_b) in _BRIDGES.get(part, ()):
+            a, b = evaluated.pose.bones[bone_a], evaluated.pose.bones[bone_b]
+            edges.append((vertex(world @ a.head.lerp(a.tail, at_a), _radius(bone_a)),
+                          vertex(world @ b.head.lerp(b.tail, at_b), _radius(bone_b))))
+        mesh = bpy.data.meshes.new(f"Demo {part}")
+        mesh.from_pydata([tuple(v) for v in vertices], edges, [])
+        obj = bpy.data.objects.new(f"Demo {part}", mesh)
+        scene.collection.objects.link(obj)
+        obj.modifiers.new("Skin", "SKIN")
+        component = list(range(len(vertices)))  # union-find: the skin modifier wants a root per piece
+
+        def find(i):
+            while component[i] != i:
+                component[i] = component[component[i]]
+                i = component[i]
+            return i
+
+        for a, b in edges:
+            component[find(a)] = find(b)
+        roots = set()
+        for index, (skin_vertex, radius) in enumerate(zip(mesh.skin_vertices[0].data, radii)):
+            skin_vertex.radius = (radius, radius)
+            skin_vertex.use_root = find(index) not in roots
+            roots.add(find(index))
+        obj.modifiers.new("Smooth", "SUBSURF").levels = 2
+        obj.data.materials.append(material)
+        parts.append(obj)
+    head_bone = evaluated.pose.bones["head"]
+    centre = world @ head_bone.head.lerp(head_bone.tail, 0.45)
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.115, location=centre, segments=48, ring_count=24)
+    head = bpy.context.object
+    head.name = "Demo head"
+    head.scale = (0.9, 1.0, 1.12)
+    head.data.materials.append(bpy.data.materials["Demo skin"])
+    for side in (-1, 1):
+        eye = world @ evaluated.pose.bones["eye.R" if side < 0 else "eye.L"].head
+        eye = centre + (eye - centre).normalized() * 0.1  # on the face's surface
+        bpy.ops.mesh.primitive_uv_sphere_add(radius=0.016, location=eye, segments=16, ring_count=8)
+        pupil = bpy.context.object
+        material = bpy.data.materials.get("Demo eye") or bpy.data.materials.new("Demo eye")
+        material.diffuse_color = (0.05, 0.05, 0.06, 1.0)
+        pupil.data.materials.append(material)
+        parts.append(pupil)
+    hair_material = bpy.data.materials.new("Demo hair")
+    hair_material.diffuse_color = (0.22, 0.12, 0.06, 1.0)
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.11, location=centre + Vector((0, 0.025, 0.035)), segments=32,
+                                         ring_count=16)
+    hair = bpy.context.object
+    hair.scale = (0.95, 1.0, 1.05)
+    hair.data.materials.append(hair_material)
+    return parts + [head, hair]
+
+
+def render_reference_image(path: str, frame: int = 1) -> None:
+    """Render the scene camera's view at `frame` with Workbench (studio light, material colours,
+    a plain backdrop) to a PNG: the reference image of the demo character."""
+    scene = bpy.context.scene
+    scene.frame_set(frame)
+    scene.render.engine = "BLENDER_WORKBENCH"
+    scene.display.shading.light = "STUDIO"
+    scene.display.shading.color_type = "MATERIAL"
+    scene.display.shading.show_cavity = True
+    scene.view_settings.view_transform = "Standard"
+    if scene.world is None:
+        scene.world = bpy.data.worlds.new("Backdrop")
+    scene.world.color = (0.62, 0.66, 0.70)
+    scene.render.film_transparent = False
+    scene.render.use_sequencer = False
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.image_settings.color_mode = "RGB"
+    scene.render.filepath = path
+    bpy.ops.render.render(write_still=True)
+    scene.render.use_sequencer = True

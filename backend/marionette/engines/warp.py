@@ -284,15 +284,16 @@ def _mesh(mask: np.ndarray, reference: PersonKeypoints, spacing: int) -> tuple[n
     vertices = np.concatenate(points)
     vertices[:, 0] = np.clip(vertices[:, 0], 0, width - 1)
     vertices[:, 1] = np.clip(vertices[:, 1], 0, height - 1)
-    vertices = np.unique(np.round(vertices, 2), axis=0)
+    # Eighths of a pixel survive Subdiv2D's float32 exactly, so its corners map back to vertices.
+    vertices = np.unique(np.round(vertices * 8) / 8, axis=0)
     subdivision = cv2.Subdiv2D((0, 0, width, height))
     subdivision.insert([tuple(map(float, v)) for v in vertices])
-    corners = subdivision.getTriangleList().reshape(-1, 3, 2)
+    corners = subdivision.getTriangleList().reshape(-1, 3, 2).astype(np.float64)
     # Map corners back to vertex indices and keep triangles whose centre is on the character.
-    lookup = {tuple(np.round(v, 2)): i for i, v in enumerate(vertices)}
+    lookup = {(float(x), float(y)): i for i, (x, y) in enumerate(vertices)}
     triangles = []
     for triangle in corners:
-        keys = [tuple(np.round(c, 2)) for c in triangle]
+        keys = [(float(x), float(y)) for x, y in triangle]
         if not all(k in lookup for k in keys):
             continue  # a corner of Subdiv2D's outer bounding triangle
         centre = triangle.mean(axis=0).astype(int)
