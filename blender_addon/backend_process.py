@@ -57,10 +57,12 @@ def start(settings: BackendSettings, log_folder: Path) -> subprocess.Popen:
     log_folder.mkdir(parents=True, exist_ok=True)
     _log_path = log_folder / "backend.log"
     with open(_log_path, "ab") as log:
+        # -P and a neutral working folder: a folder named "marionette" where Blender runs (an output
+        # folder, say) must not shadow the package.
         _process = subprocess.Popen(
-            [settings.python, "-m", "marionette.cli", "serve", "--host", settings.host, "--port", str(settings.port),
-             "--token-file", str(settings.token_file)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            [settings.python, "-P", "-m", "marionette.cli", "serve", "--host", settings.host,
+             "--port", str(settings.port), "--token-file", str(settings.token_file)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=log_folder)
     return _process
 
 
