@@ -21,7 +21,7 @@ setup: .venv-blender/.installed .venv/.installed
 .venv/.installed: pyproject.toml
 	$(PYTHON) -m venv .venv
 	$(BACKEND_PY) -m pip install -q --upgrade pip
-	$(BACKEND_PY) -m pip install -q -e ".[test]"
+	$(BACKEND_PY) -m pip install -q -e ".[diffusion,test]"
 	touch $@
 
 extension: $(ZIP)

@@ -6,6 +6,12 @@ from .base import Engine, EngineError, EngineInfo, JobInputs
 from .warp import WarpEngine
 
 ENGINE_CLASSES = {WarpEngine.info.name: WarpEngine}
+try:  # the diffusion engines need the `diffusion` extra (torch, diffusers, transformers)
+    from .animate_anyone.engine import AnimateAnyoneEngine
+except ImportError:
+    pass
+else:
+    ENGINE_CLASSES[AnimateAnyoneEngine.info.name] = AnimateAnyoneEngine
 
 
 class EngineRegistry:

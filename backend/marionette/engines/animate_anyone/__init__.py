@@ -1,0 +1,1 @@
+"""AnimateAnyone-family diffusion engines (needs the `diffusion` extra: torch, diffusers, transformers)."""

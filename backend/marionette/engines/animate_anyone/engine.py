@@ -1,0 +1,71 @@
+"""The `animate-anyone` engine: Moore-AnimateAnyone's released weights on diffusers parts."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..base import EngineError, EngineInfo, JobInputs
+from .checkpoints import load_networks
+from .pipeline import AnimateAnyonePipeline
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class AnimateAnyoneEngine:
+    info = EngineInfo(
+        name="animate-anyone",
+        description="Moore-AnimateAnyone (ReferenceNet, pose guider, AnimateDiff motion modules); "
+                    "needs the released weights",
+        styles=("dwpose",), device=default_device(), needs_weights=True, size_multiple=8, window=24,
+        settings={
+            "weights": {"type": "path", "default": None, "help": "folder laid out like pretrained_weights/"},
+            "seed": {"type": "int", "default": 42, "help": "noise seed; same seed, same frames"},
+            "steps": {"type": "int", "default": 25, "help": "DDIM steps"},
+            "guidance": {"type": "float", "default": 3.5, "help": "classifier-free guidance scale"},
+            "window": {"type": "int", "default": 24, "help": "frames per window"},
+            "overlap": {"type": "int", "default": 4, "help": "frames shared by neighbouring windows"},
+            "device": {"type": "str", "default": None, "help": "cuda or cpu (default: cuda when present)"},
+            "dtype": {"type": "str", "default": None, "help": "float16, bfloat16 or float32"},
+        })
+
+    def __init__(self):
+        self._loaded: dict[tuple, AnimateAnyonePipeline] = {}  # a loaded model serves the next job too
+
+    def pipeline(self, weights: str, device: str, dtype: torch.dtype) -> AnimateAnyonePipeline:
+        key = (str(Path(weights).resolve()), device, dtype)
+        if key not in self._loaded:
+            self._loaded.clear()  # one model in memory at a time
+            self._loaded[key] = AnimateAnyonePipeline(load_networks(weights), device, dtype)
+        return self._loaded[key]
+
+    def render(self, job: JobInputs, start: int, stop: threading.Event) -> Iterator[tuple[int, np.ndarray]]:
+        settings = job.settings
+        if not settings.get("weights"):
+            raise EngineError("the animate-anyone engine needs 'weights': the folder with the released "
+                              "checkpoints (laid out like pretrained_weights/) on the backend's machine")
+        if len(job.control_maps) != len(job.frames):
+            raise EngineError("the animate-anyone engine draws from control maps (dwpose style); the job has "
+                              f"{len(job.control_maps)} maps for {len(job.frames)} frames")
+        if job.width % 8 or job.height % 8:
+            raise EngineError(f"width and height must be multiples of 8, not {job.width}x{job.height}")
+        device = settings.get("device") or default_device()
+        dtype_name = settings.get("dtype") or ("float16" if device.startswith("cuda") else "float32")
+        if dtype_name not in DTYPES:
+            raise EngineError(f"unknown dtype '{dtype_name}'; use one of {', '.join(DTYPES)}")
+        pipeline = self.pipeline(settings["weights"], device, DTYPES[dtype_name])
+        frames = pipeline(job.reference, job.control_maps, job.width, job.height,
+                          steps=int(settings.get("steps", 25)), guidance=float(settings.get("guidance", 3.5)),
+                          seed=int(settings.get("seed", 42)), window=int(settings.get("window", 24)),
+                          overlap=int(settings.get("overlap", 4)), stop=stop)
+        for index, image in frames:
+            if index >= start:  # a resumed job recomputes (same seed, same frames) and skips what exists
+                yield index, image

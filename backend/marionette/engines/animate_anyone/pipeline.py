@@ -1,0 +1,155 @@
+"""The AnimateAnyone generation loop: reference image + control maps -> frames, streamed.
+
+Semantics of the reference implementation (MooreThreads/Moore-AnimateAnyone, long-video pipeline):
+CLIP image embedding of the reference (224 px) as the conditioning of both UNets; the ReferenceNet
+once, at timestep 0, on the VAE latent mean of the reference; initial noise ONE draw
+torch.randn((1, 4, frames, H/8, W/8)) from a CPU generator seeded with the seed, times
+init_noise_sigma; DDIM (eta 0); at every step the denoiser runs over overlapping windows and its
+predictions are averaged per frame; classifier-free guidance with a zero image embedding and no
+reference bank for the unconditional half, pose features kept.
+
+Two deliberate differences for long shots: windows do not wrap around the end of the clip (the
+reference implementation's "closed loop" lets a shot's last frames shape its first ones), and a
+frame is decoded and emitted during the last step as soon as the last window holding it is done,
+instead of after the whole clip. A clip no longer than one window is computed exactly as the
+reference implementation computes it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Iterator
+
+import numpy as np
+import torch
+from diffusers.image_processor import VaeImageProcessor
+from PIL import Image
+try:  # the PIL processor: the default one wants torchvision, which the project does not install
+    from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+except ImportError:
+    from transformers import CLIPImageProcessor
+
+from .models import LATENT_SCALE, Networks
+from .reference_attention import ReferenceBank, install
+
+CLIP_SIZE = 224
+DECODE_BATCH = 8
+
+
+def frame_windows(frames: int, window: int, overlap: int) -> list[list[int]]:
+    """Overlapping windows covering 0..frames-1 in order; the last one ends at the last frame."""
+    if frames <= window:
+        return [list(range(frames))]
+    stride = max(1, window - overlap)
+    starts = list(range(0, frames - window, stride)) + [frames - window]
+    return [list(range(start, start + window)) for start in starts]
+
+
+class AnimateAnyonePipeline:
+    def __init__(self, networks: Networks, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        self.networks = networks.to(torch.device(device), dtype)
+        self.device, self.dtype = torch.device(device), dtype
+        self.bank = ReferenceBank()
+        install(networks.reference_unet, networks.denoising_unet, self.bank)
+        # Pose features join the denoiser right after its conv_in (a hook: no forward is patched).
+        self._pose_features: torch.Tensor | None = None
+        networks.denoising_unet.conv_in.register_forward_hook(self._add_pose_features)
+        self.reference_processor = VaeImageProcessor(vae_scale_factor=8)  # [-1, 1]
+        self.control_processor = VaeImageProcessor(vae_scale_factor=8, do_convert_rgb=True, do_normalize=False)
+        self.clip_processor = CLIPImageProcessor()
+
+    def _add_pose_features(self, _module, _inputs, output):
+        return output if self._pose_features is None else output + self._pose_features
+
+    @torch.no_grad()
+    def __call__(self, reference: np.ndarray, control_maps: list[np.ndarray], width: int, height: int,
+                 steps: int = 25, guidance: float = 3.5, seed: int = 42, window: int = 24, overlap: int = 4,
+                 stop: threading.Event | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (frame index, (H, W, 3) uint8 RGB) in order, each as soon as it is final.
+
+        reference: (H', W', 3) uint8 RGB; control_maps: one (H', W', 3) uint8 RGB map per frame.
+        """
+        nets, device, dtype = self.networks, self.device, self.dtype
+        frames = len(control_maps)
+        guided = guidance > 1.0
+        reference_image = Image.fromarray(np.ascontiguousarray(reference[..., :3]))
+
+        clip_input = self.clip_processor.preprocess(reference_image.resize((CLIP_SIZE, CLIP_SIZE)),
+                                                    return_tensors="pt").pixel_values
+        embeds = nets.image_encoder(clip_input.to(device, dtype)).image_embeds.unsqueeze(1)  # (1, 1, C)
+
+        reference_pixels = self.reference_processor.preprocess(reference_image, height=height, width=width)
+        reference_latents = nets.vae.encode(reference_pixels.to(device, dtype)).latent_dist.mean * LATENT_SCALE
+        self.bank.clear()
+        self.bank.unconditional = 0
+        nets.reference_unet(reference_latents, torch.zeros((), device=device), encoder_hidden_states=embeds,
+                            return_dict=False)
+
+        controls = torch.cat([self.control_processor.preprocess(Image.fromarray(np.ascontiguousarray(m[..., :3])),
+                                                                height=height, width=width) for m in control_maps])
+        pose_features = torch.cat([nets.pose_guider(chunk.to(device, dtype)) for chunk in controls.split(16)])
+
+        scheduler = nets.scheduler
+        scheduler.set_timesteps(steps, device=device)
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        shape = (1, nets.denoising_unet.config.in_channels, frames, height // 8, width // 8)
+        latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(device, dtype)
+        latents = latents * scheduler.init_noise_sigma
+
+        windows = frame_windows(frames, window, overlap)
+        last_window = {frame: w for w, indices in enumerate(windows) for frame in indices}
+        halves = 2 if guided else 1
+        for step, timestep in enumerate(scheduler.timesteps):
+            final = step == len(scheduler.timesteps) - 1
+            prediction = torch.zeros((halves,) + latents.shape[1:], device=device, dtype=dtype)
+            counter = torch.zeros((1, 1, frames, 1, 1), device=device, dtype=dtype)
+            for w, indices in enumerate(windows):
+                if stop is not None and stop.is_set():
+                    return
+                prediction[:, :, indices] += self._denoise(latents[:, :, indices], timestep, embeds,
+                                                           pose_features[indices], guided)
+                counter[:, :, indices] += 1
+                if final:
+                    done = [f for f in indices if last_window[f] == w]
+                    if done:
+                        latents[:, :, done] = self._step(prediction[:, :, done] / counter[:, :, done], timestep,
+                                                         latents[:, :, done], guidance)
+                        yield from zip(done, self._decode(latents[:, :, done]))
+            if not final:
+                latents = self._step(prediction / counter, timestep, latents, guidance)
+        self.bank.clear()
+
+    def _denoise(self, latents: torch.Tensor, timestep, embeds: torch.Tensor, pose: torch.Tensor,
+                 guided: bool) -> torch.Tensor:
+        """Noise prediction for one window: (halves, 4, window, h, w), unconditional half first."""
+        nets = self.networks
+        count = latents.shape[2]
+        conditional = embeds.expand(count, -1, -1)
+        if guided:
+            sample = torch.cat([latents, latents])
+            states = torch.cat([torch.zeros_like(conditional), conditional])
+            self._pose_features = torch.cat([pose, pose])
+            self.bank.unconditional = count  # the first `count` batch entries attend without the bank
+        else:
+            sample, states, self._pose_features = latents, conditional, pose
+            self.bank.unconditional = 0
+        sample = nets.scheduler.scale_model_input(sample, timestep)
+        try:
+            return nets.denoising_unet(sample, timestep, encoder_hidden_states=states, return_dict=False)[0]
+        finally:
+            self._pose_features = None
+
+    def _step(self, prediction: torch.Tensor, timestep, latents: torch.Tensor, guidance: float) -> torch.Tensor:
+        if prediction.shape[0] == 2:
+            unconditional, conditional = prediction.chunk(2)
+            prediction = unconditional + guidance * (conditional - unconditional)
+        return self.networks.scheduler.step(prediction, timestep, latents, return_dict=False)[0]
+
+    def _decode(self, latents: torch.Tensor) -> list[np.ndarray]:
+        frames = latents[0].permute(1, 0, 2, 3) / LATENT_SCALE  # (n, 4, h, w)
+        images = []
+        for chunk in frames.split(DECODE_BATCH):
+            pixels = self.networks.vae.decode(chunk).sample
+            pixels = (pixels / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
+            images += list((pixels * 255).astype(np.uint8))  # truncation, as the reference saves frames
+        return images

@@ -1,0 +1,200 @@
+"""The animate-anyone engine on the CPU with tiny networks in the real architecture, random weights."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+from marionette.engines.animate_anyone.checkpoints import (WeightsError, convert_to_safetensors, load_networks,
+                                                            motion_module_from_diffusers, motion_module_to_diffusers,
+                                                            save_release_layout)
+from marionette.engines.animate_anyone.pipeline import AnimateAnyonePipeline, frame_windows
+
+from tiny_animate_anyone import tiny_networks
+
+WIDTH, HEIGHT = 48, 64
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    rng = np.random.default_rng(0)
+    reference = rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    maps = [rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8) for _ in range(7)]
+    return reference, maps
+
+
+@pytest.fixture(scope="module")
+def release_folder(tmp_path_factory):
+    networks, config = tiny_networks(seed=1)
+    folder = tmp_path_factory.mktemp("pretrained_weights")
+    save_release_layout(networks, config, folder)
+    return folder
+
+
+def run(pipeline, inputs, frames=7, **kwargs):
+    reference, maps = inputs
+    settings = dict(steps=3, guidance=3.5, seed=11, window=4, overlap=2)
+    settings.update(kwargs)
+    return list(pipeline(reference, maps[:frames], WIDTH, HEIGHT, **settings))
+
+
+def test_release_layout_loads_back_identical(release_folder, inputs):
+    original, _ = tiny_networks(seed=1)
+    keys = torch.load(release_folder / "motion_module.pth", weights_only=True)
+    assert any(".temporal_transformer.transformer_blocks.0.attention_blocks.1.to_q." in k for k in keys)
+    assert any(k.endswith("ff_norm.weight") for k in keys) and any(".norms.0." in k for k in keys)
+    loaded = load_networks(release_folder)
+    for name in ("vae", "image_encoder", "reference_unet", "denoising_unet", "pose_guider"):
+        expected, got = getattr(original, name).state_dict(), getattr(loaded, name).state_dict()
+        assert expected.keys() == got.keys(), name
+        assert all(torch.equal(expected[k], got[k]) for k in expected), name
+    expected_frames = run(AnimateAnyonePipeline(original), inputs)
+    loaded_frames = run(AnimateAnyonePipeline(loaded), inputs)
+    assert [i for i, _ in loaded_frames] == list(range(7))
+    for (_, a), (_, b) in zip(expected_frames, loaded_frames):
+        assert np.array_equal(a, b)
+
+
+def test_safetensors_twins_give_the_same_output(release_folder, inputs, tmp_path):
+    import shutil
+
+    folder = tmp_path / "weights"
+    shutil.copytree(release_folder, folder)
+    written = convert_to_safetensors(folder)
+    assert sorted(p.name for p in written) == sorted(f"{s}.safetensors" for s in
+                                                     ("denoising_unet", "reference_unet", "pose_guider", "motion_module"))
+    for path in folder.glob("*.pth"):
+        path.unlink()  # only the safetensors are left to load
+    from_pth = run(AnimateAnyonePipeline(load_networks(release_folder)), inputs, frames=4)
+    from_safetensors = run(AnimateAnyonePipeline(load_networks(folder)), inputs, frames=4)
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(from_pth, from_safetensors))
+
+
+def test_motion_module_key_mapping_round_trips():
+    networks, _ = tiny_networks()
+    state = {k: v for k, v in networks.denoising_unet.state_dict().items() if "motion_modules" in k}
+    original = motion_module_from_diffusers(state)
+    assert all("temporal_transformer" in k for k in original)
+    back = motion_module_to_diffusers(original)
+    assert set(back) == {k for k in state if not k.endswith(".pe")}
+
+
+def test_missing_or_mismatched_files_are_named(release_folder, tmp_path):
+    import shutil
+
+    folder = tmp_path / "weights"
+    shutil.copytree(release_folder, folder)
+    (folder / "pose_guider.pth").unlink()
+    with pytest.raises(WeightsError, match="no pose_guider.pth"):
+        load_networks(folder)
+    shutil.copy(release_folder / "pose_guider.pth", folder / "pose_guider.pth")
+    config = json.loads((folder / "stable-diffusion-v1-5/unet/config.json").read_text())
+    config["block_out_channels"] = [32, 64, 64, 64]  # the checkpoints were made for another width
+    (folder / "stable-diffusion-v1-5/unet/config.json").write_text(json.dumps(config))
+    with pytest.raises(WeightsError, match="reference_unet.pth does not match the model"):
+        load_networks(folder)
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_networks(tmp_path / "nowhere")
+
+
+def test_cached_reference_keys_values_equal_the_uncached_path(inputs):
+    networks, _ = tiny_networks(seed=2)
+    pipeline = AnimateAnyonePipeline(networks)
+    cached = run(pipeline, inputs, frames=5)
+    pipeline.bank.cache_projections = False
+    uncached = run(pipeline, inputs, frames=5)
+    for (_, a), (_, b) in zip(cached, uncached):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_guidance_halves_in_one_batch_equal_two_separate_passes(inputs):
+    """CFG semantics: the unconditional half sees no reference bank, the conditional half does."""
+    networks, _ = tiny_networks(seed=3)
+    pipeline = AnimateAnyonePipeline(networks)
+    reference, _maps = inputs
+    # Fill the bank as a generation does, then compare one step's predictions.
+    from PIL import Image
+    embeds = networks.image_encoder(pipeline.clip_processor.preprocess(
+        Image.fromarray(reference).resize((224, 224)), return_tensors="pt").pixel_values).image_embeds.unsqueeze(1)
+    latents_in = pipeline.reference_processor.preprocess(Image.fromarray(reference), height=HEIGHT, width=WIDTH)
+    with torch.no_grad():
+        ref_latents = networks.vae.encode(latents_in).latent_dist.mean * 0.18215
+        pipeline.bank.clear()
+        networks.reference_unet(ref_latents, torch.zeros(()), encoder_hidden_states=embeds, return_dict=False)
+        pose = networks.pose_guider(torch.rand(4, 3, HEIGHT, WIDTH))
+        latents = torch.randn(1, 4, 4, HEIGHT // 8, WIDTH // 8)
+        timestep = torch.tensor(500)
+        both = pipeline._denoise(latents, timestep, embeds, pose, guided=True)
+        conditional = pipeline._denoise(latents, timestep, embeds, pose, guided=False)
+        pipeline.bank.enabled = False  # plain self-attention, zero image embedding
+        unconditional = pipeline._denoise(latents, timestep, torch.zeros_like(embeds), pose, guided=False)
+        pipeline.bank.enabled = True
+    # Equal to float32 noise (batch size changes kernel blocking); the bank itself matters far more.
+    assert torch.allclose(both[1:], conditional, atol=2e-4)
+    assert torch.allclose(both[:1], unconditional, atol=2e-4)
+    assert (conditional - unconditional).abs().max() > 1e-2
+
+
+def test_windows_cover_the_clip_in_order_and_stream(inputs):
+    assert frame_windows(5, 24, 4) == [list(range(5))]
+    windows = frame_windows(50, 24, 4)
+    assert windows[0][0] == 0 and windows[-1][-1] == 49
+    assert all(len(w) == 24 for w in windows)
+    assert all(b[0] <= a[-1] - 3 for a, b in zip(windows, windows[1:]))  # at least 4 frames shared
+    networks, _ = tiny_networks(seed=4)
+    pipeline = AnimateAnyonePipeline(networks)
+    emitted = []
+    reference, maps = inputs
+    for index, image in pipeline(reference, maps, WIDTH, HEIGHT, steps=2, seed=5, window=4, overlap=2):
+        emitted.append(index)
+        assert image.shape == (HEIGHT, WIDTH, 3) and image.dtype == np.uint8
+    assert emitted == list(range(7))
+
+
+def test_same_seed_same_frames_and_stop(inputs):
+    networks, _ = tiny_networks(seed=5)
+    pipeline = AnimateAnyonePipeline(networks)
+    first, second = run(pipeline, inputs, seed=3), run(pipeline, inputs, seed=3)
+    other = run(pipeline, inputs, seed=4)
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(first, second))
+    assert not all(np.array_equal(a, b) for (_, a), (_, b) in zip(first, other))
+    stop = threading.Event()
+    stop.set()
+    assert run(pipeline, inputs, stop=stop) == []
+
+
+def test_a_job_through_the_server(backend, release_folder):
+    import cv2
+
+    from marionette.images import encode_png
+    from marionette_core.client import BackendClient
+    from marionette_core.png import decode_png
+
+    import synthetic
+
+    reference_png, reference_pose, poses = synthetic.job_files(5, width=48, height=64)
+    maps = [encode_png(np.full((64, 48, 3), 40 * i, np.uint8)) for i in range(5)]
+    client = BackendClient("127.0.0.1", backend.port, backend.token, timeout=120)
+    client.connect()
+    engines = {e["name"]: e for e in client.capabilities["engines"]}
+    assert engines["animate-anyone"]["styles"] == ["dwpose"] and engines["animate-anyone"]["needs_weights"]
+    job = {"engine": "animate-anyone", "reference_pose": reference_pose, "poses": poses, "width": 48, "height": 64,
+           "settings": {"weights": str(release_folder), "steps": 2, "window": 4, "overlap": 2, "seed": 1}}
+    accepted = client.submit(job, reference_png, maps)
+    frames = {}
+    while True:
+        message = client.receive()
+        if message.type == "frame":
+            frames[message.header["index"]] = decode_png(message.attachments[0])
+        elif message.type == "done":
+            break
+    assert sorted(frames) == list(range(5)) and frames[0].shape == (64, 48, 3)
+    # Without weights the job fails with a message naming what is missing.
+    client.submit({**job, "settings": {}}, reference_png, maps)
+    with pytest.raises(Exception, match="needs 'weights'"):
+        while True:
+            client.receive()

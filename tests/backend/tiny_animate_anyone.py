@@ -1,0 +1,46 @@
+"""Tiny AnimateAnyone networks with random weights, in the real architecture, for CPU tests."""
+
+from __future__ import annotations
+
+import torch
+
+TINY_UNET_CONFIG = {
+    "_class_name": "UNet2DConditionModel",
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [32, 32, 64, 64],
+    "layers_per_block": 1,
+    "attention_head_dim": 4,
+    "cross_attention_dim": 16,
+    "norm_num_groups": 32,
+}
+
+
+def tiny_networks(seed: int = 0, unet_config: dict | None = None):
+    """Every network of the engine at toy size; all weights random (zero-initialised layers too, so
+    that every part changes the output)."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from marionette.engines.animate_anyone.models import (Networks, build_denoising_unet, build_pose_guider,
+                                                           build_reference_unet, ddim_scheduler)
+
+    torch.manual_seed(seed)
+    config = dict(unet_config or TINY_UNET_CONFIG)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
+                        up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=(32, 32, 32, 32),
+                        layers_per_block=1, latent_channels=4, norm_num_groups=32, sample_size=64)
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=224,
+        patch_size=32, projection_dim=config["cross_attention_dim"]))
+    networks = Networks(vae, encoder, build_reference_unet(config), build_denoising_unet(config),
+                        build_pose_guider(config), ddim_scheduler())
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in (networks.reference_unet, networks.denoising_unet, networks.pose_guider):
+            for parameter in module.parameters():
+                parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    return networks.to(torch.device("cpu"), torch.float32), config
