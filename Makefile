@@ -43,6 +43,7 @@ demo: setup extension
 
 bench: setup extension
 	$(BACKEND_PY) benchmarks/bench_backend.py
+	$(BACKEND_PY) benchmarks/bench_animate_anyone.py
 	mkdir -p out/bench/.blender-home
 	HOME=$(CURDIR)/out/bench/.blender-home $(BLENDER_PY) benchmarks/bench_control_maps.py --zip $(ZIP)
 

@@ -198,3 +198,34 @@ def test_a_job_through_the_server(backend, release_folder):
     with pytest.raises(Exception, match="needs 'weights'"):
         while True:
             client.receive()
+
+
+def test_render_and_convert_commands(tmp_path, release_folder):
+    import shutil
+    import subprocess
+    import sys
+
+    from marionette.images import decode_image, encode_png
+
+    (tmp_path / "maps").mkdir()
+    rng = np.random.default_rng(1)
+    for frame in (7, 8, 9):
+        (tmp_path / "maps" / f"{frame:06d}.png").write_bytes(encode_png(rng.integers(0, 256, (64, 48, 3), np.uint8)))
+    (tmp_path / "ref.png").write_bytes(encode_png(rng.integers(0, 256, (64, 48, 3), np.uint8)))
+    command = [sys.executable, "-m", "marionette.cli", "render", "--engine", "animate-anyone", "--weights",
+               str(release_folder), "--reference", str(tmp_path / "ref.png"), "--maps", str(tmp_path / "maps"),
+               "--out", str(tmp_path / "out"), "--steps", "2", "--window", "2", "--overlap", "1", "--seed", "3"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["000007.png", "000008.png", "000009.png"]
+    assert decode_image((tmp_path / "out" / "000008.png").read_bytes()).shape == (64, 48, 3)
+
+    folder = tmp_path / "weights"
+    shutil.copytree(release_folder, folder)
+    converted = subprocess.run([sys.executable, "-m", "marionette.cli", "convert-weights", str(folder)],
+                               capture_output=True, text=True, timeout=300)
+    assert converted.returncode == 0 and converted.stdout.count("wrote") == 4
+    (folder / "motion_module.pth").unlink()
+    (folder / "motion_module.safetensors").unlink()
+    missing = subprocess.run(command[:7] + [str(folder)] + command[8:], capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "no motion_module.pth (or motion_module.safetensors)" in missing.stderr
