@@ -38,6 +38,7 @@ class StreamPlan:
     job: dict | None = None  # a new job to submit (settings: every candidate; the engine's are kept) ...
     reference_png: bytes = b""
     maps_dir: Path | None = None  # control-map PNGs, sent when the engine draws from maps
+    maps_style: str = "dwpose"  # the style they were drawn in
     resume_job_id: str | None = None  # ... or a job to re-attach to
     resume_from: int = 0
     auto_start: bool = False
@@ -176,7 +177,7 @@ class GenerationSession:
                "height": map_settings.height, "frames": frames, "reference_pose": reference_pose, "poses": poses}
         return StreamPlan(self.backend, self.output_dir / "frames", job=job,
                           reference_png=reference_image_png(marionette.reference_image),
-                          maps_dir=control / "pose", auto_start=self.auto_start)
+                          maps_dir=control / "pose", maps_style=map_settings.style, auto_start=self.auto_start)
 
     def _check_inputs(self, context) -> None:
         settings = self.scene.marionette
@@ -308,7 +309,11 @@ def _job_for_engine(plan: StreamPlan, capabilities: dict) -> tuple[dict, list[by
     declared = engine.get("settings", {})
     job = {**plan.job, "settings": {k: v for k, v in plan.job["settings"].items() if k in declared}}
     maps = []
-    if "keypoints" not in engine.get("styles", []):
+    styles = engine.get("styles", [])
+    if "keypoints" not in styles:
+        if plan.maps_style not in styles:
+            raise BackendError("bad_request", f"engine '{engine['name']}' was trained on {' or '.join(styles)} maps; "
+                                              f"set Marionette > Control Maps > Pose Style to match")
         maps = [(plan.maps_dir / f"{frame:06d}.png").read_bytes() for frame in job["frames"]]
     return job, maps
 
