@@ -148,12 +148,6 @@ class GenerationSession:
         else:
             self.stop.set()
 
-    def wait(self) -> None:
-        """Blocking run, for background mode (render farms)."""
-        while self.pump(0.5):
-            if self.phase == "stream":
-                time.sleep(0.02)
-
     def _maps_done(self) -> None:
         summary = self.map_job.finish()
         settings = self.map_job.settings
