@@ -79,3 +79,20 @@ def draw_openpose(bodies, width, height):
                 _limb(limb_canvas, a, b, COLORS[i])
                 canvas = cv2.addWeighted(canvas, 0.4, limb_canvas, 0.6, 0)
     return canvas
+
+
+def draw_aniportrait_face(faces, width, height, parts):
+    """AniPortrait's landmark drawing with OpenCV: lines 2 px thick on a 512x512 canvas from
+    landmarks normalised by the frame size, then cv2.resize to the frame. `parts` is a list of
+    (edges, rgb colour) in drawing order."""
+    size = 512
+    canvas = np.zeros((size, size, 3), dtype=np.uint8)
+    for face in faces:
+        def pixel(i):
+            return (min(math.floor(face[i][0] / width * size), size - 1),
+                    min(math.floor(face[i][1] / height * size), size - 1))
+        for edges, colour in parts:
+            for a, b in edges:
+                if face[a][2] > 0 and face[b][2] > 0:
+                    cv2.line(canvas, pixel(a), pixel(b), colour, 2)
+    return cv2.resize(canvas, (width, height))

@@ -1,0 +1,139 @@
+"""Face landmark conventions: MediaPipe Face Mesh 478 points, the iBUG-68 subset, and the
+`aniportrait-face` landmark map as AniPortrait draws it.
+
+Coordinates are pixels, origin top-left, (x, y, c) per point like the body keypoints. Landmark
+indices and connections are MediaPipe Face Mesh's (468 mesh points, then the right iris 468-472 and
+the left iris 473-477, each centre first); left and right are the subject's own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .rasterize import paint, thick_line_region
+
+FACE_MESH_COUNT = 478
+RIGHT_IRIS = tuple(range(468, 473))  # centre, then four points on the rim
+LEFT_IRIS = tuple(range(473, 478))
+
+# MediaPipe index of each iBUG-68 point: jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67.
+IBUG68_FROM_MESH = (
+    162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,
+    71, 63, 105, 66, 107, 336, 296, 334, 293, 301,
+    168, 197, 5, 4, 75, 97, 2, 326, 305,
+    33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,
+    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181, 78, 82, 13, 312, 308, 317, 14, 87,
+)
+
+RIGHT_EYE = ((33, 7), (7, 163), (163, 144), (144, 145), (145, 153), (153, 154), (154, 155), (155, 133),
+             (33, 246), (246, 161), (161, 160), (160, 159), (159, 158), (158, 157), (157, 173), (173, 133))
+LEFT_EYE = ((263, 249), (249, 390), (390, 373), (373, 374), (374, 380), (380, 381), (381, 382), (382, 362),
+            (263, 466), (466, 388), (388, 387), (387, 386), (386, 385), (385, 384), (384, 398), (398, 362))
+RIGHT_BROW = ((46, 53), (53, 52), (52, 65), (65, 55), (70, 63), (63, 105), (105, 66), (66, 107))
+LEFT_BROW = ((276, 283), (283, 282), (282, 295), (295, 285), (300, 293), (293, 334), (334, 296), (296, 336))
+# AniPortrait's face oval: jaw and cheeks, no forehead arc.
+FACE_OVAL = ((176, 149), (150, 136), (356, 454), (58, 132), (152, 148), (361, 288), (251, 389), (132, 93),
+             (389, 356), (400, 377), (136, 172), (377, 152), (323, 361), (172, 58), (454, 323), (365, 379),
+             (379, 378), (148, 176), (93, 234), (397, 365), (149, 150), (288, 397), (234, 127), (378, 400),
+             (127, 162), (162, 21))
+LIPS_OUTER_BOTTOM_LEFT = ((61, 146), (146, 91), (91, 181), (181, 84), (84, 17))
+LIPS_OUTER_BOTTOM_RIGHT = ((17, 314), (314, 405), (405, 321), (321, 375), (375, 291))
+LIPS_INNER_BOTTOM_LEFT = ((78, 95), (95, 88), (88, 178), (178, 87), (87, 14))
+LIPS_INNER_BOTTOM_RIGHT = ((14, 317), (317, 402), (402, 318), (318, 324), (324, 308))
+LIPS_OUTER_TOP_LEFT = ((61, 185), (185, 40), (40, 39), (39, 37), (37, 0))
+LIPS_OUTER_TOP_RIGHT = ((0, 267), (267, 269), (269, 270), (270, 409), (409, 291))
+LIPS_INNER_TOP_LEFT = ((78, 191), (191, 80), (80, 81), (81, 82), (82, 13))
+LIPS_INNER_TOP_RIGHT = ((13, 312), (312, 311), (311, 310), (310, 415), (415, 308))
+
+
+def _rgb(bgr: tuple[int, int, int]) -> tuple[int, int, int]:
+    return bgr[2], bgr[1], bgr[0]
+
+
+# (edges, colour) in AniPortrait's drawing order; its colours are BGR, the maps here are RGB.
+ANIPORTRAIT_PARTS = (
+    (FACE_OVAL, _rgb((10, 200, 10))),
+    (LEFT_EYE, _rgb((180, 200, 10))),
+    (LEFT_BROW, _rgb((180, 220, 10))),
+    (RIGHT_EYE, _rgb((10, 200, 180))),
+    (RIGHT_BROW, _rgb((10, 220, 180))),
+    (LIPS_OUTER_BOTTOM_LEFT, _rgb((10, 180, 20))),
+    (LIPS_OUTER_BOTTOM_RIGHT, _rgb((20, 10, 180))),
+    (LIPS_INNER_BOTTOM_LEFT, _rgb((100, 100, 30))),
+    (LIPS_INNER_BOTTOM_RIGHT, _rgb((100, 150, 50))),
+    (LIPS_OUTER_TOP_LEFT, _rgb((20, 80, 100))),
+    (LIPS_OUTER_TOP_RIGHT, _rgb((80, 100, 20))),
+    (LIPS_INNER_TOP_LEFT, _rgb((120, 100, 200))),
+    (LIPS_INNER_TOP_RIGHT, _rgb((150, 120, 100))),
+)
+ANIPORTRAIT_CANVAS = 512
+ANIPORTRAIT_THICKNESS = 2
+
+
+def ibug68(mesh_points: np.ndarray) -> np.ndarray:
+    """The (68, 3) iBUG points of a (478, 3) face mesh landmark array."""
+    return mesh_points[list(IBUG68_FROM_MESH)].copy()
+
+
+def pupils(mesh_points: np.ndarray) -> np.ndarray:
+    """(2, 3) right and left pupil: the iris centres, or the eye-contour centre without irises."""
+    result = np.zeros((2, 3))
+    for side, (iris, eye) in enumerate(((RIGHT_IRIS, RIGHT_EYE), (LEFT_IRIS, LEFT_EYE))):
+        if mesh_points[iris[0], 2] > 0:
+            result[side] = mesh_points[iris[0]]
+            continue
+        ring = sorted({i for edge in eye for i in edge})
+        points = mesh_points[ring]
+        if (points[:, 2] > 0).all():
+            result[side] = (*points[:, :2].mean(axis=0), 1.0)
+    return result
+
+
+def draw_aniportrait_face(faces: list[np.ndarray], width: int, height: int) -> np.ndarray:
+    """The AniPortrait landmark map of one frame: (height, width, 3) uint8 RGB.
+
+    Each face is a (478, 3) landmark array in pixels of a width x height frame. As AniPortrait does,
+    the lines are drawn 2 px thick on a 512 x 512 canvas (landmarks scaled by their frame size,
+    floored), which is then resized to the frame with bilinear filtering.
+    """
+    size = ANIPORTRAIT_CANVAS
+    canvas = np.zeros((size, size, 3), dtype=np.uint8)
+    for face in faces:
+        visible = face[:, 2] > 0
+        pixels = np.stack([np.minimum(np.floor(face[:, 0] / width * size), size - 1),
+                           np.minimum(np.floor(face[:, 1] / height * size), size - 1)], axis=1).astype(int)
+        for edges, colour in ANIPORTRAIT_PARTS:
+            for a, b in edges:
+                if visible[a] and visible[b]:
+                    region = thick_line_region(tuple(pixels[a]), tuple(pixels[b]), ANIPORTRAIT_THICKNESS, size, size)
+                    paint(canvas, [region], colour)
+    return resize_bilinear(canvas, width, height)
+
+
+def resize_bilinear(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """uint8 bilinear resize with OpenCV's INTER_LINEAR conventions (pixel centres at +0.5, edge
+    clamping, 11-bit fixed-point weights), so maps match an OpenCV-resized one."""
+    if image.shape[1] == width and image.shape[0] == height:
+        return image.copy()
+    x0, wx = _linear_taps(image.shape[1], width)
+    y0, wy = _linear_taps(image.shape[0], height)
+    source = image.astype(np.int64)
+    x1 = np.minimum(x0 + 1, image.shape[1] - 1)
+    y1 = np.minimum(y0 + 1, image.shape[0] - 1)
+    rows = source[:, x0] * wx[0][None, :, None] + source[:, x1] * wx[1][None, :, None]
+    out = rows[y0] * wy[0][:, None, None] + rows[y1] * wy[1][:, None, None]
+    return ((out + (1 << 21)) >> 22).astype(np.uint8)
+
+
+def _linear_taps(source: int, target: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    scale = source / target
+    position = (np.arange(target) + 0.5) * scale - 0.5
+    index = np.floor(position).astype(np.int64)
+    fraction = position - index
+    low = index < 0
+    index[low], fraction[low] = 0, 0.0
+    high = index >= source - 1
+    index[high], fraction[high] = source - 1, 0.0
+    second = np.rint(fraction * 2048).astype(np.int64)
+    return index, (2048 - second, second)
+
