@@ -4,7 +4,7 @@ BLENDER_PY := .venv-blender/bin/python
 BACKEND_PY := .venv/bin/python
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' blender_manifest.toml)
 ZIP := dist/marionette-$(VERSION).zip
-EXTENSION_SOURCES := blender_manifest.toml $(shell find blender_addon rigs/presets -name '*.py' -o -name '*.json')
+EXTENSION_SOURCES := blender_manifest.toml $(shell find blender_addon rigs/presets rigs/face -name '*.py' -o -name '*.json')
 
 .PHONY: setup extension test test-backend test-blender demo bench clean
 

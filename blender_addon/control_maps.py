@@ -20,15 +20,16 @@ from pathlib import Path
 import bpy
 
 from .core import openpose_json
+from .core.face import draw_aniportrait_face
 from .core.keypoints import PersonKeypoints
 from .core.png import encode_png
 from .core.rasterize import draw_pose_map
+from .face_binding import FaceBindingError, FaceSampler, bound_faces
 from .rig_mapping import MappingError
-from .rig_sampling import (CharacterSampler, SamplingError, build_mapping, camera_matrices, project_person,
-                           render_size)
+from .rig_sampling import (CharacterSampler, SamplingError, add_face, build_mapping, camera_matrices,
+                           project_person, render_size)
 
-PASSES = ("pose", "keypoints")
-IMAGE_PASSES = ("pose",)
+PASSES = ("pose", "keypoints", "face")  # face: only when a character has a bound face
 STYLE_IDS = {"DWPOSE": "dwpose", "OPENPOSE": "openpose"}
 GIL_SWITCH_INTERVAL = 0.0002  # seconds
 
@@ -105,13 +106,21 @@ class ControlMapJob:
         try:
             self._set_frame(self.frames[0])
             depsgraph = bpy.context.evaluated_depsgraph_get()
-            self.samplers = [CharacterSampler(obj, build_mapping(obj, depsgraph)) for obj in armatures]
-        except MappingError as error:
+            self.samplers = _samplers(armatures, depsgraph)
+        except ControlMapError:
             self.abort()
-            raise ControlMapError(str(error)) from None
+            raise
         except BaseException:
             self.abort()
             raise
+
+    @property
+    def has_faces(self) -> bool:
+        return any(sampler.face is not None for sampler in self.samplers)
+
+    @property
+    def passes(self) -> tuple[str, ...]:
+        return PASSES if self.has_faces else PASSES[:2]
 
     @property
     def progress(self) -> float:
@@ -124,7 +133,7 @@ class ControlMapJob:
         frame = self.frames[self.next_index]
         people = sample_people(self.scene, self.samplers, frame, self.settings.width, self.settings.height)
         self._collect_finished(limit=2 * self.workers)
-        self.pending.append(self.pool.submit(_write_frame, self.staging, frame, people, self.settings))
+        self.pending.append(self.pool.submit(_write_frame, self.staging, frame, people, self.settings, self.has_faces))
         self.next_index += 1
         return self.next_index < len(self.frames)
 
@@ -133,13 +142,15 @@ class ControlMapJob:
         self._collect_finished(limit=0)
         self.pool.shutdown()
         control = self.settings.output_dir / "control"
-        for name in PASSES:
+        for name in self.passes:
             _replace_folder(self.staging / name, control / name)
+        if "face" not in self.passes and (control / "face").is_dir():
+            shutil.rmtree(control / "face")  # maps of a face no longer bound would not match this run
         shutil.rmtree(self.staging, ignore_errors=True)
         self._set_frame(self.original_frame)
         sys.setswitchinterval(self.switch_interval)
         seconds = time.perf_counter() - self.started
-        return {"frames": len(self.frames), "seconds": seconds, "folder": str(control)}
+        return {"frames": len(self.frames), "seconds": seconds, "folder": str(control), "passes": self.passes}
 
     def abort(self) -> None:
         """Stop, drop the staged frames and leave earlier outputs untouched."""
@@ -172,11 +183,30 @@ def sample_people(scene: bpy.types.Scene, samplers: list[CharacterSampler], fram
     scene.frame_set(frame)
     depsgraph = bpy.context.evaluated_depsgraph_get()
     view, projection = camera_matrices(scene, depsgraph, width, height)
+    people = []
     try:
-        return [project_person(sampler.world_points(depsgraph, frame), view, projection, width, height)
-                for sampler in samplers]
-    except SamplingError as error:
+        for sampler in samplers:
+            person = project_person(sampler.world_points(depsgraph, frame), view, projection, width, height)
+            if sampler.face is not None:
+                add_face(person, sampler.face.world_points(depsgraph, frame), view, projection, width, height)
+            people.append(person)
+    except (SamplingError, FaceBindingError) as error:
         raise ControlMapError(str(error)) from None
+    return people
+
+
+def _samplers(armatures: list[bpy.types.Object], depsgraph) -> list[CharacterSampler]:
+    """A sampler per armature, with the first bound face mesh parented to it (if any)."""
+    samplers = []
+    try:
+        for obj in armatures:
+            sampler = CharacterSampler(obj, build_mapping(obj, depsgraph))
+            faces = bound_faces(obj)
+            sampler.face = FaceSampler(faces[0]) if faces else None
+            samplers.append(sampler)
+    except (MappingError, FaceBindingError) as error:
+        raise ControlMapError(str(error)) from None
+    return samplers
 
 
 def keypoints_at(scene: bpy.types.Scene, armatures: list[bpy.types.Object], frame: int, width: int,
@@ -186,10 +216,7 @@ def keypoints_at(scene: bpy.types.Scene, armatures: list[bpy.types.Object], fram
     try:
         scene.frame_set(frame)
         depsgraph = bpy.context.evaluated_depsgraph_get()
-        try:
-            samplers = [CharacterSampler(obj, build_mapping(obj, depsgraph)) for obj in armatures]
-        except MappingError as error:
-            raise ControlMapError(str(error)) from None
+        samplers = _samplers(armatures, depsgraph)
         people = sample_people(scene, samplers, frame, width, height)
     finally:
         scene.frame_set(original)
@@ -202,18 +229,23 @@ def _make_staging(output_dir: Path) -> Path:
         control.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=control))
         for name in PASSES:
-            (staging / name).mkdir()
+            (staging / name).mkdir()  # an unused face folder is dropped with the staging folder
     except OSError as error:
         raise ControlMapError(f"cannot write to the output folder '{output_dir}': {error.strerror or error}; "
                               f"choose a folder you can write to") from None
     return staging
 
 
-def _write_frame(staging: Path, frame: int, people: list[PersonKeypoints], settings: JobSettings) -> None:
+def _write_frame(staging: Path, frame: int, people: list[PersonKeypoints], settings: JobSettings,
+                 faces: bool) -> None:
     """Worker thread: draw and write one frame's files (no bpy here)."""
     image = draw_pose_map(people, settings.width, settings.height, settings.style, settings.depth_order)
     stem = f"{frame:06d}"
     (staging / "pose" / f"{stem}.png").write_bytes(encode_png(image))
+    if faces:
+        meshes = [p.points["face_mesh_keypoints_2d"] for p in people if "face_mesh_keypoints_2d" in p.points]
+        face_map = draw_aniportrait_face(meshes, settings.width, settings.height)
+        (staging / "face" / f"{stem}.png").write_bytes(encode_png(face_map))
     (staging / "keypoints" / f"{stem}.json").write_text(
         openpose_json.dumps(people, settings.width, settings.height), encoding="utf-8")
 

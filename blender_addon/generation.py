@@ -151,8 +151,10 @@ class GenerationSession:
     def _maps_done(self) -> None:
         summary = self.map_job.finish()
         settings = self.map_job.settings
-        vse.set_image_sequence_strip(self.scene, "pose", settings.output_dir / "control" / "pose",
-                                     settings.frame_start, summary["frames"])
+        for name in ("pose", "face"):
+            if name in summary["passes"]:
+                vse.set_image_sequence_strip(self.scene, name, settings.output_dir / "control" / name,
+                                             settings.frame_start, summary["frames"])
         self.total = summary["frames"]
         self._plan = self._build_plan(settings)
         self.phase = "connect"

@@ -97,6 +97,32 @@ class MARIONETTE_PT_generate(bpy.types.Panel):
         row.operator("marionette.stop_backend", text="Stop")
 
 
+class MARIONETTE_PT_face(bpy.types.Panel):
+    bl_label = "Face"
+    bl_idname = "MARIONETTE_PT_face"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Marionette"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        from .face_binding import has_binding
+
+        layout = self.layout
+        obj = context.active_object
+        if obj is None or obj.type != "MESH":
+            layout.label(text="Make the head mesh active", icon="INFO")
+            return
+        if has_binding(obj):
+            layout.label(text="478 landmarks bound", icon="CHECKMARK")
+        else:
+            layout.label(text="No landmarks bound yet")
+        layout.label(text="Parent the head to the character's armature;")
+        layout.label(text="its landmarks then join that character's maps.")
+        layout.operator("marionette.bind_face", icon="SHAPEKEY_DATA")
+        layout.operator("marionette.import_face_capture", icon="IMPORT")
+
+
 class MARIONETTE_PT_rig_mapping(bpy.types.Panel):
     bl_label = "Rig Mapping"
     bl_idname = "MARIONETTE_PT_rig_mapping"
@@ -148,6 +174,7 @@ classes = (
     MARIONETTE_UL_overrides,
     MARIONETTE_PT_control_maps,
     MARIONETTE_PT_generate,
+    MARIONETTE_PT_face,
     MARIONETTE_PT_rig_mapping,
 )
 

@@ -45,7 +45,9 @@ def _publish_strips(scene_name: str, folder, frame_start: int, frame_count: int)
         return 0.5
     scene = bpy.data.scenes.get(scene_name)
     if scene is not None:
-        vse.set_image_sequence_strip(scene, "pose", folder / "pose", frame_start, frame_count)
+        for name in ("pose", "face"):
+            if (folder / name).is_dir():
+                vse.set_image_sequence_strip(scene, name, folder / name, frame_start, frame_count)
     return None
 
 
@@ -500,6 +502,86 @@ class MARIONETTE_OT_test_connection(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class MARIONETTE_OT_bind_face(bpy.types.Operator):
+    """Bind the 478 canonical face landmarks to the active mesh (a canonical face mesh is bound
+    vertex for vertex; any other head by projecting the canonical layout onto its front)"""
+
+    bl_idname = "marionette.bind_face"
+    bl_label = "Bind Face Landmarks"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        if obj is None or obj.type != "MESH":
+            cls.poll_message_set("Make the head mesh the active object")
+            return False
+        return True
+
+    def execute(self, context):
+        from .face_binding import FaceBindingError, bind_by_projection, bind_canonical_mesh
+
+        obj = context.active_object
+        try:
+            if len(obj.data.vertices) == 468:
+                bind_canonical_mesh(obj)
+                self.report({"INFO"}, f"Bound the canonical landmarks to '{obj.name}' vertex for vertex")
+            else:
+                hits = bind_by_projection(obj, context.evaluated_depsgraph_get())
+                self.report({"INFO"}, f"Bound '{obj.name}': {hits} of 478 landmarks projected onto its front; "
+                                      f"parent it to the character's armature")
+        except FaceBindingError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class MARIONETTE_OT_import_face_capture(bpy.types.Operator):
+    """Key a Live Link Face CSV (ARKit blendshapes, head rotation) onto the active mesh's shape keys"""
+
+    bl_idname = "marionette.import_face_capture"
+    bl_label = "Import Live Link Face CSV"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: bpy.props.StringProperty(subtype="FILE_PATH")
+    filter_glob: bpy.props.StringProperty(default="*.csv", options={"HIDDEN"})
+    capture_fps: bpy.props.FloatProperty(name="Capture Rate", default=60.0, min=1.0,
+                                         description="Frames per second of the capture's timecode")
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        if obj is None or obj.type != "MESH" or obj.data.shape_keys is None:
+            cls.poll_message_set("Make a mesh with ARKit-named shape keys the active object")
+            return False
+        return True
+
+    def invoke(self, context, event):
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        from .face_capture import CaptureError, apply_capture, read_capture
+
+        face = context.active_object
+        head_bone = None
+        if face.parent is not None and face.parent.type == "ARMATURE" and face.parent_bone:
+            head_bone = face.parent.pose.bones.get(face.parent_bone)
+        scene = context.scene
+        try:
+            capture = read_capture(Path(bpy.path.abspath(self.filepath)), self.capture_fps)
+        except CaptureError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        fps = scene.render.fps / scene.render.fps_base
+        result = apply_capture(capture, face, head_bone, fps, scene.frame_current)
+        message = f"Keyed {result['shapes']} shape keys over {result['seconds']:.1f} s ({result['rows']} rows)"
+        if result["missing"]:
+            message += f"; the mesh has no shape keys {', '.join(result['missing'][:6])}"
+        self.report({"WARNING"} if result["missing"] else {"INFO"}, message)
+        return {"FINISHED"}
+
+
 def _remove_active(owner, collection_name: str, index_name: str) -> None:
     """Remove the active item of a UI list's collection and keep the active index in range."""
     collection = getattr(owner, collection_name)
@@ -516,6 +598,8 @@ classes = (
     MARIONETTE_OT_start_backend,
     MARIONETTE_OT_stop_backend,
     MARIONETTE_OT_test_connection,
+    MARIONETTE_OT_bind_face,
+    MARIONETTE_OT_import_face_capture,
     MARIONETTE_OT_add_characters,
     MARIONETTE_OT_remove_character,
     MARIONETTE_OT_add_keypoint_override,

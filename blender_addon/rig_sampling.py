@@ -8,6 +8,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
+from .core.face import IBUG68_FROM_MESH, ibug68
 from .core.keypoints import BODY_18, FOOT_6, GROUPS, LEFT_HAND_21, RIGHT_HAND_21, PersonKeypoints
 from .core.projection import project_points
 from .rig_mapping import BoneFrame, MappingError, PointBinding, RigMapping, detect_preset, load_presets, resolve_mapping
@@ -68,6 +69,7 @@ class CharacterSampler:
         # Bone-local offsets are in bone lengths; pose matrices map bone-local units.
         self.local = np.concatenate([offsets * lengths[:, None], np.ones((len(self.names), 1))], axis=1)
         self.bone_count = len(bones)
+        self.face = None  # a FaceSampler when the character has a bound face
 
     def world_points(self, depsgraph, frame: int) -> dict[str, np.ndarray]:
         evaluated = self.obj.evaluated_get(depsgraph)
@@ -96,6 +98,16 @@ def camera_matrices(scene: bpy.types.Scene, depsgraph, width: int, height: int) 
         scale_x=scene.render.pixel_aspect_x, scale_y=scene.render.pixel_aspect_y)
     view = np.array(camera.matrix_world.inverted())
     return view, np.array(projection)
+
+
+def add_face(person: PersonKeypoints, face_world: np.ndarray, view: np.ndarray, projection: np.ndarray,
+             width: int, height: int) -> None:
+    """The 478 face landmarks (world space) projected, and the iBUG-68 points derived from them."""
+    pixels, depth = project_points(face_world, view, projection, width, height)
+    person.points["face_mesh_keypoints_2d"] = pixels
+    person.depth["face_mesh_keypoints_2d"] = depth
+    person.points["face_keypoints_2d"] = ibug68(pixels)
+    person.depth["face_keypoints_2d"] = depth[list(IBUG68_FROM_MESH)]
 
 
 def project_person(points_world: dict[str, np.ndarray], view: np.ndarray, projection: np.ndarray,

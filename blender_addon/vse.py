@@ -7,7 +7,7 @@ from pathlib import Path
 import bpy
 
 STRIP_PREFIX = "Marionette "
-DEFAULT_CHANNELS = {"pose": 2, "frames": 3}  # generated frames above the pose maps
+DEFAULT_CHANNELS = {"face": 1, "pose": 2, "frames": 3}  # generated frames above the maps
 
 
 def _strips(editor):

@@ -1,5 +1,6 @@
-"""Build the demo scene: the demo rig with its keyed motion, a front camera, and a reference image of
-the demo character (rendered here from simple shapes around the rig at frame 1), saved to a .blend.
+"""Build the demo scene: the demo rig with its keyed motion, a demo face (ARKit shape keys, a short
+keyed expression) on its head, a front camera, and a reference image of the demo character
+(rendered here from simple shapes around the rig at frame 1), saved to a .blend.
 The reference image is written beside the .blend as reference.png.
 
     python rigs/build_demo_scene.py --out FILE.blend           (bpy module)
@@ -14,7 +15,10 @@ from pathlib import Path
 import bpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_rig import add_front_camera, build_demo_body, build_demo_rig, render_reference_image  # noqa: E402
+from demo_rig import (add_front_camera, build_demo_body, build_demo_face, build_demo_rig,  # noqa: E402
+                      key_demo_expression, render_reference_image)
+
+CANONICAL_FACE = Path(__file__).resolve().parent / "face" / "canonical_face_mesh.json"
 
 RESOLUTION = (512, 768)
 
@@ -35,7 +39,11 @@ def build_scene(reference_path: Path) -> bpy.types.Scene:
     for part in body:  # the body only made the picture; the rig animates the picture
         bpy.data.objects.remove(part)
     image = bpy.data.images.load(str(reference_path))
-    if hasattr(scene, "marionette"):  # the extension is installed: set the demo up for Generate
+    face = build_demo_face(rig, CANONICAL_FACE)
+    key_demo_expression(face)
+    if hasattr(scene, "marionette"):  # the extension is installed: bind the face, set up Generate
+        bpy.context.view_layer.objects.active = face
+        bpy.ops.marionette.bind_face()
         scene.marionette.characters.add().object = rig
         scene.marionette.reference_image = image
         scene.marionette.reference_frame = REFERENCE_FRAME

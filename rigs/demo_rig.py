@@ -280,3 +280,118 @@ def render_reference_image(path: str, frame: int = 1) -> None:
     scene.render.filepath = path
     bpy.ops.render.render(write_still=True)
     scene.render.use_sequencer = True
+
+
+# --- the demo face ----------------------------------------------------------------------------
+
+ARKIT_SHAPES = ("jawOpen", "mouthSmileLeft", "mouthSmileRight", "eyeBlinkLeft", "eyeBlinkRight", "browInnerUp",
+                "browDownLeft", "browDownRight", "mouthFunnel", "mouthPucker")
+
+# MediaPipe landmark groups (subject's left/right) the shape keys move.
+_UPPER_LID = {"L": (466, 388, 387, 386, 385, 384, 398), "R": (246, 161, 160, 159, 158, 157, 173)}
+_LOWER_LID = {"L": (249, 390, 373, 374, 380, 381, 382), "R": (7, 163, 144, 145, 153, 154, 155)}
+_BROW = {"L": (276, 283, 282, 295, 285, 300, 293, 334, 296, 336), "R": (46, 53, 52, 65, 55, 70, 63, 105, 66, 107)}
+_INNER_BROW = {"L": (285, 295, 336, 296), "R": (55, 65, 107, 66)}
+_MOUTH_CORNER = {"L": 291, "R": 61}
+_UPPER_LIP = (185, 40, 39, 37, 0, 267, 269, 270, 409, 191, 80, 81, 82, 13, 312, 311, 310, 415)
+_LIPS = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267, 269, 270, 409,
+         78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 191, 80, 81, 82, 13, 312, 311, 310, 415)
+
+
+def _falloff(vertices, centre, radius):
+    distance = ((vertices - centre) ** 2).sum(axis=1) ** 0.5
+    t = (1.0 - distance / radius).clip(0.0, 1.0)
+    return t * t * (3 - 2 * t)  # smooth, exactly zero beyond the radius
+
+
+def _shape_offsets(vertices):
+    """Per ARKit shape, an (N, 3) offset of the face's vertices (metres, face-local)."""
+    import numpy as np
+
+    offsets = {name: np.zeros_like(vertices) for name in ARKIT_SHAPES}
+    for side in "LR":
+        upper, lower = _UPPER_LID[side], _LOWER_LID[side]
+        for u, l in zip(upper, lower):  # the lid closes onto the lower lid, its neighbours follow
+            move = (vertices[l] - vertices[u]) * 0.9
+            offsets[f"eyeBlink{'Left' if side == 'L' else 'Right'}"] += \
+                _falloff(vertices, vertices[u], 0.006)[:, None] * move
+        brow_centre = vertices[list(_BROW[side])].mean(axis=0)
+        offsets[f"browDown{'Left' if side == 'L' else 'Right'}"][:, 2] -= 0.005 * _falloff(vertices, brow_centre, 0.03)
+        for index in _INNER_BROW[side]:
+            offsets["browInnerUp"][:, 2] += 0.0025 * _falloff(vertices, vertices[index], 0.012)
+        corner = vertices[_MOUTH_CORNER[side]]
+        sign = 1.0 if side == "L" else -1.0
+        smile = _falloff(vertices, corner, 0.018)[:, None] * np.array([0.004 * sign, 0.0, 0.006])
+        offsets[f"mouthSmile{'Left' if side == 'L' else 'Right'}"] += smile
+    lips = np.zeros(len(vertices), dtype=bool)
+    lips[list(_LIPS)] = True
+    mouth_centre = vertices[list(_LIPS)].mean(axis=0)
+    near_mouth = _falloff(vertices, mouth_centre, 0.035)
+    offsets["mouthFunnel"][:, 1] -= 0.006 * near_mouth  # forward is -Y
+    offsets["mouthFunnel"] += (vertices - mouth_centre) * 0.15 * near_mouth[:, None] * lips[:, None]
+    offsets["mouthPucker"][:, 1] -= 0.007 * near_mouth
+    offsets["mouthPucker"][:, 0] -= (vertices[:, 0] - mouth_centre[0]) * 0.35 * near_mouth
+    # jawOpen: everything under the mouth line turns down about a hinge behind the cheeks.
+    upper = np.zeros(len(vertices), dtype=bool)
+    upper[list(_UPPER_LIP)] = True
+    mouth_line = (vertices[13, 2] + vertices[14, 2]) / 2
+    below = ((mouth_line - vertices[:, 2]) / 0.006).clip(0.0, 1.0) * ~upper
+    hinge = np.array([0.0, vertices[:, 1].max(), vertices[234, 2]])
+    angle = np.radians(16) * below
+    relative = vertices - hinge
+    rotated_y = relative[:, 1] * np.cos(angle) - relative[:, 2] * np.sin(angle)
+    rotated_z = relative[:, 1] * np.sin(angle) + relative[:, 2] * np.cos(angle)
+    offsets["jawOpen"][:, 1] = rotated_y - relative[:, 1]
+    offsets["jawOpen"][:, 2] = rotated_z - relative[:, 2]
+    return offsets
+
+
+def build_demo_face(rig: bpy.types.Object, canonical_file) -> bpy.types.Object:
+    """The demo face: MediaPipe's canonical face mesh (so landmark i is vertex i) on the demo head,
+    parented to the head bone, with ARKit-named shape keys. Hidden in renders: it drives the face
+    landmarks, the reference image shows the character."""
+    import json
+
+    import numpy as np
+
+    data = json.loads(open(canonical_file, encoding="utf-8").read())
+    raw = np.array(data["vertices"]) * 0.01
+    vertices = np.stack([raw[:, 0], -raw[:, 2], raw[:, 1]], axis=1)  # Blender axes, facing -Y
+    head = rig.data.bones["head"]
+    eyes = (rig.data.bones["eye.L"].head_local + rig.data.bones["eye.R"].head_local) / 2
+    eye_ring = list(_UPPER_LID["L"] + _LOWER_LID["L"] + _UPPER_LID["R"] + _LOWER_LID["R"])
+    offset = np.array(eyes) - vertices[eye_ring].mean(axis=0)
+    offset[1] += 0.012  # sit the canonical surface slightly behind the eye bones' tips
+    placed = vertices + offset
+    mesh = bpy.data.meshes.new("DemoFace")
+    mesh.from_pydata([tuple(v) for v in placed], [], [tuple(t) for t in data["triangles"]])
+    face = bpy.data.objects.new("DemoFace", mesh)
+    bpy.context.scene.collection.objects.link(face)
+    face.hide_render = True
+    face.display_type = "WIRE"
+    # Parent to the head bone, keeping the rest placement (bone parenting measures from the tail).
+    face.parent, face.parent_type, face.parent_bone = rig, "BONE", "head"
+    face.matrix_parent_inverse = (rig.matrix_world @ Matrix.Translation(head.tail_local) @
+                                  head.matrix_local.to_3x3().to_4x4()).inverted()
+    face.shape_key_add(name="Basis")
+    for name, shape in _shape_offsets(placed).items():
+        key = face.shape_key_add(name=name, from_mix=False)
+        key.data.foreach_set("co", (placed + shape).astype(np.float32).reshape(-1))
+    return face
+
+
+def key_demo_expression(face: bpy.types.Object) -> None:
+    """A short expression over the demo motion: a smile, a blink, the jaw opening, raised brows."""
+    keys = face.data.shape_keys.key_blocks
+    timeline = {
+        "jawOpen": ((1, 0), (20, 0), (30, 1), (40, 0.2), (50, 0.8), (60, 0)),
+        "mouthSmileLeft": ((1, 0), (60, 0), (72, 1), (96, 0.6)),
+        "mouthSmileRight": ((1, 0), (60, 0), (72, 1), (96, 0.6)),
+        "eyeBlinkLeft": ((1, 0), (10, 0), (13, 1), (16, 0), (80, 0), (83, 1), (86, 0)),
+        "eyeBlinkRight": ((1, 0), (10, 0), (13, 1), (16, 0), (80, 0), (83, 1), (86, 0)),
+        "browInnerUp": ((1, 0), (22, 1), (40, 0)),
+    }
+    for name, points in timeline.items():
+        for frame, value in points:
+            keys[name].value = value
+            keys[name].keyframe_insert("value", frame=frame)

@@ -1,7 +1,7 @@
 """Build dist/marionette-<version>.zip with Blender's own extension tool, after validating it.
 
-The zip holds the manifest, blender_addon/ (the core/ shared with the backend included) and the
-rig presets from rigs/presets/. Run with the Python of .venv-blender (it finds blender_ext.py in bpy).
+The zip holds the manifest, blender_addon/ (the core/ shared with the backend included), the rig
+presets from rigs/presets/ and the canonical face model from rigs/face/. Run with the Python of .venv-blender (it finds blender_ext.py in bpy).
 """
 
 import shutil
@@ -27,6 +27,8 @@ def main() -> int:
     shutil.copytree(ROOT / "blender_addon", stage, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy2(ROOT / "blender_manifest.toml", stage / "blender_manifest.toml")
     shutil.copytree(ROOT / "rigs" / "presets", stage / "presets")
+    (stage / "face").mkdir()
+    shutil.copy2(ROOT / "rigs" / "face" / "canonical_face_mesh.json", stage / "face" / "canonical_face_mesh.json")
     output = ROOT / "dist" / f"{manifest['id']}-{manifest['version']}.zip"
     output.parent.mkdir(exist_ok=True)
     output.unlink(missing_ok=True)
