@@ -134,3 +134,64 @@ def warp_job(frames: int, **kwargs) -> tuple[dict, bytes]:
     job = {"engine": "warp", "reference_pose": reference_pose, "poses": poses,
            "frames": list(range(101, 101 + frames))}
     return job, reference_png
+
+
+def canonical_face_2d(centre=(256.0, 300.0), pixels_per_cm=18.0) -> np.ndarray:
+    """(478, 3) face landmarks of the canonical face seen from the front, in pixels (irises at the
+    eye-contour centres)."""
+    import json
+    from pathlib import Path
+
+    from marionette_core.face import LEFT_EYE, RIGHT_EYE
+
+    data = json.loads((Path(__file__).resolve().parents[2] / "rigs" / "face" / "canonical_face_mesh.json").read_text())
+    vertices = np.array(data["vertices"])
+    face = np.zeros((478, 3))
+    face[:468, 0] = centre[0] + vertices[:, 0] * pixels_per_cm
+    face[:468, 1] = centre[1] - vertices[:, 1] * pixels_per_cm
+    face[:468, 2] = 1
+    for first, eye in ((468, RIGHT_EYE), (473, LEFT_EYE)):
+        ring = sorted({i for edge in eye for i in edge})
+        face[first:first + 5] = (*face[ring, :2].mean(axis=0), 1)
+    return face
+
+
+FACE_MARKERS = {14: (255, 0, 0), 17: (0, 200, 0), 159: (0, 0, 255), 386: (255, 0, 255), 0: (255, 200, 0)}
+
+
+def portrait(face: np.ndarray, width=512, height=640) -> tuple[np.ndarray, PersonKeypoints]:
+    """An RGBA portrait built on the landmarks, markers on lip and eyelid landmarks, and its keypoints."""
+    from marionette_core.face import FACE_OVAL
+
+    image = np.zeros((height, width, 4), np.uint8)
+    oval = np.array([face[a, :2] for a, _b in FACE_OVAL] + [face[10, :2], face[338, :2], face[109, :2]])
+    hull = cv2.convexHull(np.round(oval).astype(np.int32))
+    cv2.fillConvexPoly(image, hull, (214, 180, 160, 255))
+    centre = tuple(int(v) for v in face[1, :2])
+    cv2.ellipse(image, (centre[0], int(face[152, 1]) + 80), (120, 90), 0, 0, 360, (60, 80, 140, 255), -1)  # shoulders
+    ys, xs = np.mgrid[0:height, 0:width]
+    texture = ((np.sin(xs / 5.0) + np.cos(ys / 7.0)) * 6).astype(np.int16)
+    skin = image[..., 3] > 0
+    image[..., :3] = np.where(skin[..., None], np.clip(image[..., :3].astype(np.int16) + texture[..., None], 0, 255),
+                              image[..., :3]).astype(np.uint8)
+    for index, colour in FACE_MARKERS.items():
+        cv2.circle(image, tuple(int(v) for v in face[index, :2]), 3, (*colour, 255), -1)
+    person = PersonKeypoints.empty()
+    body = np.zeros((18, 3))
+    for name, index in (("nose", 1), ("r_eye", 468), ("l_eye", 473), ("r_ear", 234), ("l_ear", 454)):
+        body[INDEX[name]] = (*face[index, :2], 1)
+    body[INDEX["neck"]] = (face[152, 0], face[152, 1] + 40, 1)
+    person.points["pose_keypoints_2d"] = body
+    person.points["face_mesh_keypoints_2d"] = face.copy()
+    return image, person
+
+
+def expression(face: np.ndarray, jaw: float, blink: float) -> np.ndarray:
+    """Jaw dropped by `jaw` pixels below the mouth line; both upper lids `blink` of the way closed."""
+    moved = face.copy()
+    mouth_line = (face[13, 1] + face[14, 1]) / 2
+    below = np.clip((face[:468, 1] - mouth_line) / 6.0, 0, 1)
+    moved[:468, 1] += jaw * below
+    for upper, lower in ((159, 145), (386, 374), (158, 153), (160, 144), (385, 380), (387, 373)):
+        moved[upper, :2] = face[upper, :2] + blink * (face[lower, :2] - face[upper, :2])
+    return moved

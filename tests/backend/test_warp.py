@@ -128,3 +128,24 @@ def test_hand_follows_its_keypoints():
     ys, xs = np.nonzero(red)
     assert len(xs) > 20
     assert np.hypot(xs.mean() - turned[12, 0], ys.mean() - turned[12, 1]) <= 2.0
+
+
+@pytest.mark.parametrize("jaw,blink", [(14.0, 0.0), (0.0, 0.6), (10.0, 0.5)])
+def test_face_markers_follow_jaw_and_blinks(jaw, blink):
+    face = synthetic.canonical_face_2d()
+    image, person = synthetic.portrait(face)
+    rig = WarpRig.build(image, person)
+    assert rig.face is not None
+    moved = synthetic.person(person.points["pose_keypoints_2d"])
+    target = synthetic.expression(face, jaw, blink)
+    moved.points["face_mesh_keypoints_2d"] = target
+    out = rig.pose(moved)
+    for index, colour in synthetic.FACE_MARKERS.items():
+        close = (np.abs(out[..., :3].astype(int) - np.array(colour)).max(axis=2) < 50) & (out[..., 3] > 200)
+        ys, xs = np.nonzero(close)
+        assert len(xs) > 10, f"marker of landmark {index} lost"
+        error = np.hypot(xs.mean() - target[index, 0], ys.mean() - target[index, 1])
+        assert error <= 2.0, f"landmark {index}: {error:.2f} px from its target"
+    if jaw > 0:  # the open mouth shows a dark inside between the lips
+        inside = out[int((target[13, 1] + target[14, 1]) / 2), int(target[13, 0])]
+        assert inside[:3].max() < 120, inside

@@ -10,7 +10,8 @@ The AnimatedDrawings idea on a photo or drawing of the character:
      vertices moved by the weighted blend of their bones' motions (smooth at the joints), the
      triangles drawn back to front (legs, torso, head, arms) and the image sampled through them;
   5. the moved character composited over the clean plate, so the background fills in where the
-     character left.
+     character left;
+  6. with face landmarks, the expression on top (face_warp.py): jaw, lids, brows, a dark open mouth.
 A bone whose keypoints are missing (c = 0) in a frame follows its parent; the torso, missing,
 stays where it was.
 """
@@ -27,6 +28,7 @@ import numpy as np
 from marionette_core.keypoints import BODY_18, FOOT_6, HAND_21, PersonKeypoints
 
 from .base import EngineError, EngineInfo, JobInputs
+from .face_warp import FACE_KEY, FaceWarp
 
 _BODY = {name: index for index, name in enumerate(BODY_18)}
 _FOOT = {name: index for index, name in enumerate(FOOT_6)}
@@ -110,15 +112,16 @@ class WarpRig:
     weights: np.ndarray  # (V, B) bone weights, rows sum to 1
     bones: list[BoneSpec]
     reference: PersonKeypoints
+    face: FaceWarp | None = None  # expressions, when the reference has face landmarks
 
     @classmethod
     def build(cls, reference_image: np.ndarray, reference: PersonKeypoints) -> "WarpRig":
         height, width = reference_image.shape[:2]
         bones = [bone for bone in BONES if len(_bone_points(bone, reference)) >= (2 if bone.along_bone else 1)
                  and _segments(bone, reference)]
-        if not any(bone.name == "torso" for bone in bones):
-            raise EngineError("the reference keypoints have no torso (neck, shoulders, hips); pose the rig over "
-                              "the reference image at the reference frame")
+        if not any(bone.name in ("torso", "head") for bone in bones):
+            raise EngineError("the reference keypoints have no torso or head (neck, shoulders, hips, nose, eyes); "
+                              "pose the rig over the reference image at the reference frame")
         image = np.ascontiguousarray(reference_image[..., :3])
         if reference_image.shape[2] == 4:
             alpha = reference_image[..., 3].copy()
@@ -131,14 +134,21 @@ class WarpRig:
         # Back to front: each triangle takes the layer of its strongest bone.
         layers = np.array([bone.layer for bone in bones])[weights[triangles].sum(axis=1).argmax(axis=1)]
         triangles = triangles[np.argsort(layers, kind="stable")]
-        return cls(np.dstack([image, alpha]), background, vertices, triangles, weights, bones, reference)
+        face = reference.points.get(FACE_KEY)
+        face_warp = FaceWarp(face) if face is not None and (face[:, 2] > 0).sum() > 100 else None
+        return cls(np.dstack([image, alpha]), background, vertices, triangles, weights, bones, reference, face_warp)
 
     def pose(self, person: PersonKeypoints | None) -> np.ndarray:
         """The reference character moved to `person`'s keypoints, as an RGB (or RGBA) image."""
         transforms = self.bone_transforms(person)
         moved = np.einsum("vb,bij,vj->vi", self.weights, transforms[:, :, :2], self.vertices) + \
             self.weights @ transforms[:, :, 2]
-        return self._draw(moved)
+        image = self._draw(moved)
+        if self.face is not None and person is not None:
+            names = [bone.name for bone in self.bones]
+            head = transforms[names.index("head") if "head" in names else 0]
+            image = self.face.apply(image, person.points.get(FACE_KEY), head)
+        return image
 
     def bone_transforms(self, person: PersonKeypoints | None) -> np.ndarray:
         """(B, 2, 3) affine maps from reference to frame pixels, one per bone."""
@@ -149,7 +159,7 @@ class WarpRig:
             pairs = [] if person is None else [
                 (src, dst) for ref in bone.fit
                 if (src := _point(self.reference, ref)) is not None and (dst := _point(person, ref)) is not None]
-            parent = result.get(bone.parent, identity) if bone.parent else identity
+            parent = result.get(bone.parent, identity) if bone.parent else identity  # a portrait has no torso
             if len(pairs) >= 2:
                 source = np.array([p[0] for p in pairs])
                 target = np.array([p[1] for p in pairs])
