@@ -250,6 +250,15 @@ def build_demo_body(rig: bpy.types.Object, frame: int = 1) -> list[bpy.types.Obj
         material.diffuse_color = (0.05, 0.05, 0.06, 1.0)
         pupil.data.materials.append(material)
         parts.append(pupil)
+    eye_mid = (world @ evaluated.pose.bones["eye.L"].head + world @ evaluated.pose.bones["eye.R"].head) / 2
+    mouth = centre + (eye_mid - Vector((0, 0, 0.06)) - centre).normalized() * 0.112
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.022, location=mouth, segments=24, ring_count=12)
+    lips = bpy.context.object
+    lips.scale = (1.0, 0.5, 0.4)
+    lips_material = bpy.data.materials.new("Demo lips")
+    lips_material.diffuse_color = (0.55, 0.16, 0.16, 1.0)
+    lips.data.materials.append(lips_material)
+    parts.append(lips)
     hair_material = bpy.data.materials.new("Demo hair")
     hair_material.diffuse_color = (0.22, 0.12, 0.06, 1.0)
     bpy.ops.mesh.primitive_uv_sphere_add(radius=0.11, location=centre + Vector((0, 0.025, 0.035)), segments=32,
