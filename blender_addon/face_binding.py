@@ -83,20 +83,22 @@ def bind_canonical_mesh(obj: bpy.types.Object) -> None:
     store_binding(obj, triangles, weights)
 
 
-def bind_by_projection(obj: bpy.types.Object, depsgraph) -> int:
+def bind_by_projection(obj: bpy.types.Object, depsgraph, scale: float = 1.0,
+                       offset: tuple[float, float] = (0.0, 0.0)) -> int:
     """Bind any head: the canonical layout is fitted to the mesh's front view (its extent across X
-    and Z) and each landmark is shot onto the mesh along +Y, from in front. Returns how many
-    landmarks hit the mesh; the others take the nearest surface point."""
+    and Z), then scaled by `scale` and moved by `offset` (X, Z, in the mesh's units) for a head
+    whose face does not fill its front, and each landmark is shot onto the mesh along +Y, from in
+    front. Returns how many landmarks hit the mesh; the others take the nearest surface point."""
     canonical, _ = canonical_face()
     coordinates = np.array([v.co for v in obj.data.vertices])
     if len(coordinates) < 3:
         raise FaceBindingError(f"mesh '{obj.name}' is too small to hold a face")
     low, high = coordinates.min(axis=0), coordinates.max(axis=0)
     c_low, c_high = canonical.min(axis=0), canonical.max(axis=0)
-    scale = min((high[0] - low[0]) / (c_high[0] - c_low[0]), (high[2] - low[2]) / (c_high[2] - c_low[2]))
-    centre = (low + high) / 2
+    fit = min((high[0] - low[0]) / (c_high[0] - c_low[0]), (high[2] - low[2]) / (c_high[2] - c_low[2]))
+    centre = (low + high) / 2 + np.array([offset[0], 0.0, offset[1]])
     c_centre = (c_low + c_high) / 2
-    layout = (canonical - c_centre) * scale + centre
+    layout = (canonical - c_centre) * fit * scale + centre
     tree = BVHTree.FromPolygons([tuple(v) for v in coordinates], [tuple(p.vertices) for p in obj.data.polygons])
     triangles = np.zeros((FACE_MESH_COUNT, 3), dtype=np.int64)
     weights = np.zeros((FACE_MESH_COUNT, 3))

@@ -510,6 +510,12 @@ class MARIONETTE_OT_bind_face(bpy.types.Operator):
     bl_label = "Bind Face Landmarks"
     bl_options = {"REGISTER", "UNDO"}
 
+    # Adjust in the redo panel after binding a non-canonical head (the layout is refitted live).
+    scale: bpy.props.FloatProperty(name="Layout Scale", default=1.0, min=0.2, max=3.0,
+                                   description="Size of the landmark layout relative to the head's front")
+    offset: bpy.props.FloatVectorProperty(name="Layout Offset", size=2, subtype="XYZ", unit="LENGTH",
+                                          description="Moves the layout across the face (X) and up (Z)")
+
     @classmethod
     def poll(cls, context):
         obj = context.active_object
@@ -527,7 +533,7 @@ class MARIONETTE_OT_bind_face(bpy.types.Operator):
                 bind_canonical_mesh(obj)
                 self.report({"INFO"}, f"Bound the canonical landmarks to '{obj.name}' vertex for vertex")
             else:
-                hits = bind_by_projection(obj, context.evaluated_depsgraph_get())
+                hits = bind_by_projection(obj, context.evaluated_depsgraph_get(), self.scale, tuple(self.offset))
                 self.report({"INFO"}, f"Bound '{obj.name}': {hits} of 478 landmarks projected onto its front; "
                                       f"parent it to the character's armature")
         except FaceBindingError as error:

@@ -151,11 +151,16 @@ def case_bind_any_head(tmp):
     points = FaceSampler(head).world_points(bpy.context.evaluated_depsgraph_get(), 1)
     radius = np.linalg.norm(points - np.array([0, 0, 1.6]), axis=1)
     front = (points[:, 1] < 0).mean()
+    # The layout is adjustable: a smaller layout moved up binds the chin higher on the head.
+    assert bpy.ops.marionette.bind_face(scale=0.6, offset=(0.0, 0.02)) == {"FINISHED"}
+    adjusted = FaceSampler(head).world_points(bpy.context.evaluated_depsgraph_get(), 1)
     return {"radius_min": float(radius.min()), "radius_max": float(radius.max()), "front": float(front),
-            "nose_ahead": bool(points[1, 1] < points[234, 1])}
+            "nose_ahead": bool(points[1, 1] < points[234, 1]), "chin_before": float(points[152, 2]),
+            "chin_after": float(adjusted[152, 2])}
 
 
 def test_bind_by_projection_puts_the_landmarks_on_any_head(tmp_path):
     result = run_in_blender(case_bind_any_head, tmp_path, tmp=str(tmp_path))
     assert 0.095 <= result["radius_min"] and result["radius_max"] <= 0.1001  # on the sphere's surface
     assert result["front"] > 0.9 and result["nose_ahead"]
+    assert result["chin_after"] > result["chin_before"] + 0.01
