@@ -28,7 +28,8 @@ def main() -> int:
     shutil.copy2(ROOT / "blender_manifest.toml", stage / "blender_manifest.toml")
     shutil.copytree(ROOT / "rigs" / "presets", stage / "presets")
     (stage / "face").mkdir()
-    shutil.copy2(ROOT / "rigs" / "face" / "canonical_face_mesh.json", stage / "face" / "canonical_face_mesh.json")
+    for name in ("canonical_face_mesh.json", "README.md"):  # the data and its licence notice
+        shutil.copy2(ROOT / "rigs" / "face" / name, stage / "face" / name)
     output = ROOT / "dist" / f"{manifest['id']}-{manifest['version']}.zip"
     output.parent.mkdir(exist_ok=True)
     output.unlink(missing_ok=True)
