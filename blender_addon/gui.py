@@ -21,12 +21,16 @@ class MARIONETTE_UL_overrides(bpy.types.UIList):
         row.label(text=item.bone or "(no bone)", icon="BONE_DATA")
 
 
-class MARIONETTE_PT_control_maps(bpy.types.Panel):
-    bl_label = "Control Maps"
-    bl_idname = "MARIONETTE_PT_control_maps"
+class _SidebarPanel:
+    """Where every Marionette panel lives: the 3D Viewport's sidebar, tab "Marionette"."""
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "Marionette"
+
+
+class MARIONETTE_PT_control_maps(_SidebarPanel, bpy.types.Panel):
+    bl_label = "Control Maps"
+    bl_idname = "MARIONETTE_PT_control_maps"
 
     def draw(self, context):
         layout = self.layout
@@ -54,12 +58,9 @@ class MARIONETTE_PT_control_maps(bpy.types.Panel):
             layout.operator("marionette.render_control_maps", icon="RENDER_ANIMATION")
 
 
-class MARIONETTE_PT_generate(bpy.types.Panel):
+class MARIONETTE_PT_generate(_SidebarPanel, bpy.types.Panel):
     bl_label = "Generate"
     bl_idname = "MARIONETTE_PT_generate"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Marionette"
 
     def draw(self, context):
         layout = self.layout
@@ -97,12 +98,9 @@ class MARIONETTE_PT_generate(bpy.types.Panel):
         row.operator("marionette.stop_backend", text="Stop")
 
 
-class MARIONETTE_PT_face(bpy.types.Panel):
+class MARIONETTE_PT_face(_SidebarPanel, bpy.types.Panel):
     bl_label = "Face"
     bl_idname = "MARIONETTE_PT_face"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Marionette"
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
@@ -123,12 +121,9 @@ class MARIONETTE_PT_face(bpy.types.Panel):
         layout.operator("marionette.import_face_capture", icon="IMPORT")
 
 
-class MARIONETTE_PT_rig_mapping(bpy.types.Panel):
+class MARIONETTE_PT_rig_mapping(_SidebarPanel, bpy.types.Panel):
     bl_label = "Rig Mapping"
     bl_idname = "MARIONETTE_PT_rig_mapping"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Marionette"
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
