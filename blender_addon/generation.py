@@ -37,8 +37,8 @@ class StreamPlan:
     frames_dir: Path
     job: dict | None = None  # a new job to submit (settings: every candidate; the engine's are kept) ...
     reference_png: bytes = b""
-    maps_dir: Path | None = None  # control-map PNGs, sent when the engine draws from maps
-    maps_style: str = "dwpose"  # the style they were drawn in
+    control_dir: Path | None = None  # control/pose and control/face, sent when the engine draws from maps
+    maps_style: str = "dwpose"  # the style control/pose was drawn in
     resume_job_id: str | None = None  # ... or a job to re-attach to
     resume_from: int = 0
     auto_start: bool = False
@@ -173,7 +173,7 @@ class GenerationSession:
                "height": map_settings.height, "frames": frames, "reference_pose": reference_pose, "poses": poses}
         return StreamPlan(self.backend, self.output_dir / "frames", job=job,
                           reference_png=reference_image_png(marionette.reference_image),
-                          maps_dir=control / "pose", maps_style=map_settings.style, auto_start=self.auto_start)
+                          control_dir=control, maps_style=map_settings.style, auto_start=self.auto_start)
 
     def _check_inputs(self, context) -> None:
         settings = self.scene.marionette
@@ -307,10 +307,17 @@ def _job_for_engine(plan: StreamPlan, capabilities: dict) -> tuple[dict, list[by
     maps = []
     styles = engine.get("styles", [])
     if "keypoints" not in styles:
-        if plan.maps_style not in styles:
+        if "aniportrait-face" in styles:
+            folder = plan.control_dir / "face"
+            if not folder.is_dir():
+                raise BackendError("bad_request", f"engine '{engine['name']}' draws from face-landmark maps; bind a "
+                                                  f"face to the character (Marionette > Face) and generate again")
+        elif plan.maps_style in styles:
+            folder = plan.control_dir / "pose"
+        else:
             raise BackendError("bad_request", f"engine '{engine['name']}' was trained on {' or '.join(styles)} maps; "
                                               f"set Marionette > Control Maps > Pose Style to match")
-        maps = [(plan.maps_dir / f"{frame:06d}.png").read_bytes() for frame in job["frames"]]
+        maps = [(folder / f"{frame:06d}.png").read_bytes() for frame in job["frames"]]
     return job, maps
 
 

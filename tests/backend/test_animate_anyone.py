@@ -125,7 +125,7 @@ def test_guidance_halves_in_one_batch_equal_two_separate_passes(inputs):
         ref_latents = networks.vae.encode(latents_in).latent_dist.mean * 0.18215
         pipeline.bank.clear()
         networks.reference_unet(ref_latents, torch.zeros(()), encoder_hidden_states=embeds, return_dict=False)
-        pose = networks.pose_guider(torch.rand(4, 3, HEIGHT, WIDTH))
+        pose = pipeline._guide(torch.rand(4, 3, HEIGHT, WIDTH))
         latents = torch.randn(1, 4, 4, HEIGHT // 8, WIDTH // 8)
         timestep = torch.tensor(500)
         both = pipeline._denoise(latents, timestep, embeds, pose, guided=True)
@@ -229,3 +229,57 @@ def test_render_and_convert_commands(tmp_path, release_folder):
     (folder / "motion_module.safetensors").unlink()
     missing = subprocess.run(command[:7] + [str(folder)] + command[8:], capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "no motion_module.pth (or motion_module.safetensors)" in missing.stderr
+
+
+def test_aniportrait_guider_release_layout_and_multiscale_features(tmp_path, inputs):
+    from marionette.engines.animate_anyone.models import AniPortraitPoseGuider
+
+    networks, config = tiny_networks(seed=7, guider="aniportrait")
+    assert isinstance(networks.pose_guider, AniPortraitPoseGuider)
+    keys = set(networks.pose_guider.state_dict())
+    for expected in ("conv_layers.0.weight", "conv_layers.22.running_var", "final_proj.weight", "scale",
+                     "conv_layers_1.4.weight", "conv_layers_4.1.num_batches_tracked",
+                     "cross_attn1.proj_in.weight", "cross_attn4.transformer_blocks.0.attn1.to_q.weight",
+                     "cross_attn2.transformer_blocks.0.ff.net.0.proj.weight", "cross_attn3.proj_out.bias"):
+        assert expected in keys, expected
+    with torch.no_grad():
+        features = networks.pose_guider(torch.rand(2, 3, HEIGHT, WIDTH) * 2 - 1)
+    shapes = [tuple(f.shape[1:]) for f in features]
+    assert shapes == [(32, 8, 6), (32, 4, 3), (64, 2, 2), (128, 1, 1), (128, 1, 1)]
+
+    save_release_layout(networks, config, tmp_path)
+    loaded = load_networks(tmp_path, guider="aniportrait")
+    expected_state, got_state = networks.pose_guider.state_dict(), loaded.pose_guider.state_dict()
+    assert all(torch.equal(expected_state[k], got_state[k]) for k in expected_state)
+    pipeline = AnimateAnyonePipeline(loaded, signed_controls=True)
+    frames = run(pipeline, inputs, frames=4)
+    assert [i for i, _ in frames] == [0, 1, 2, 3]
+    # The features after the down blocks matter: without them the frames differ.
+    guide = pipeline._guide
+    pipeline._guide = lambda controls: guide(controls)[:1]
+    fewer = run(pipeline, inputs, frames=4)
+    assert any(not np.array_equal(a, b) for (_, a), (_, b) in zip(frames, fewer))
+    with pytest.raises(WeightsError, match="pose_guider.pth does not match"):
+        load_networks(tmp_path, guider="animate-anyone")
+
+
+def test_aniportrait_engine_renders_face_maps(tmp_path):
+    import subprocess
+    import sys
+
+    from marionette.images import encode_png
+
+    networks, config = tiny_networks(seed=8, guider="aniportrait")
+    save_release_layout(networks, config, tmp_path / "weights")
+    (tmp_path / "maps").mkdir()
+    rng = np.random.default_rng(2)
+    for frame in range(3):
+        (tmp_path / "maps" / f"{frame:06d}.png").write_bytes(encode_png(rng.integers(0, 256, (64, 48, 3), np.uint8)))
+    (tmp_path / "ref.png").write_bytes(encode_png(rng.integers(0, 256, (64, 48, 3), np.uint8)))
+    result = subprocess.run(
+        [sys.executable, "-m", "marionette.cli", "render", "--engine", "aniportrait", "--weights",
+         str(tmp_path / "weights"), "--reference", str(tmp_path / "ref.png"), "--maps", str(tmp_path / "maps"),
+         "--out", str(tmp_path / "out"), "--steps", "2", "--window", "2", "--overlap", "1"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["000000.png", "000001.png", "000002.png"]

@@ -7,11 +7,12 @@ from .warp import WarpEngine
 
 ENGINE_CLASSES = {WarpEngine.info.name: WarpEngine}
 try:  # the diffusion engines need the `diffusion` extra (torch, diffusers, transformers)
-    from .animate_anyone.engine import AnimateAnyoneEngine
+    from .animate_anyone.engine import AnimateAnyoneEngine, AniPortraitEngine
 except ImportError:
     pass
 else:
-    ENGINE_CLASSES[AnimateAnyoneEngine.info.name] = AnimateAnyoneEngine
+    for _engine in (AnimateAnyoneEngine, AniPortraitEngine):
+        ENGINE_CLASSES[_engine.info.name] = _engine
 
 
 class EngineRegistry:

@@ -21,7 +21,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..base import EngineError
-from .models import Networks, build_denoising_unet, build_pose_guider, build_reference_unet, ddim_scheduler
+from .models import (Networks, build_aniportrait_pose_guider, build_denoising_unet, build_pose_guider,
+                     build_reference_unet, ddim_scheduler)
+
+GUIDERS = ("animate-anyone", "aniportrait")  # Moore-AnimateAnyone's guider, or AniPortrait's
 
 UNET_CONFIG = Path("stable-diffusion-v1-5") / "unet" / "config.json"
 VAE_FOLDER = "sd-vae-ft-mse"
@@ -123,8 +126,9 @@ def read_unet_config(folder: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def load_networks(folder: Path | str) -> Networks:
-    """All networks of the engine, on the CPU in float32, from a release-layout folder."""
+def load_networks(folder: Path | str, guider: str = "animate-anyone") -> Networks:
+    """All networks of the engine, on the CPU in float32, from a release-layout folder.
+    `guider` says whose pose guider pose_guider.pth holds (the rest of the layout is shared)."""
     from diffusers import AutoencoderKL
     from transformers import CLIPVisionModelWithProjection
 
@@ -159,10 +163,20 @@ def load_networks(folder: Path | str) -> Networks:
     _load_strict(denoiser, {**spatial, **motion}, f"{unet_path.name} + {motion_path.name}",
                  ignore_missing=lambda key: key.endswith(".pe"))
 
-    guider = build_pose_guider(config)
     path = checkpoint_path(folder, "pose_guider")
-    _load_strict(guider, read_state_dict(path), path.name)
-    return Networks(vae, image_encoder, reference, denoiser, guider, ddim_scheduler())
+    state = read_state_dict(path)
+    if guider == "aniportrait":
+        width = state.get("cross_attn1.proj_in.weight")
+        try:
+            pose_guider = build_aniportrait_pose_guider(config, None if width is None else width.shape[0])
+        except ValueError as error:
+            raise WeightsError(f"{UNET_CONFIG}: {error}") from None
+    elif guider == "animate-anyone":
+        pose_guider = build_pose_guider(config)
+    else:
+        raise WeightsError(f"unknown pose guider '{guider}'; one of {', '.join(GUIDERS)}")
+    _load_strict(pose_guider, state, path.name)
+    return Networks(vae, image_encoder, reference, denoiser, pose_guider, ddim_scheduler())
 
 
 def save_release_layout(networks: Networks, unet_config: dict, folder: Path | str) -> None:

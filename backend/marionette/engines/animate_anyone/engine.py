@@ -37,6 +37,9 @@ class AnimateAnyoneEngine:
             "dtype": {"type": "str", "default": None, "help": "float16, bfloat16 or float32"},
         })
 
+    guider = "animate-anyone"  # whose pose guider the weights folder holds
+    signed_controls = False  # control maps in [0, 1]
+
     def __init__(self):
         self._loaded: dict[tuple, AnimateAnyonePipeline] = {}  # a loaded model serves the next job too
 
@@ -44,16 +47,18 @@ class AnimateAnyoneEngine:
         key = (str(Path(weights).resolve()), device, dtype)
         if key not in self._loaded:
             self._loaded.clear()  # one model in memory at a time
-            self._loaded[key] = AnimateAnyonePipeline(load_networks(weights), device, dtype)
+            self._loaded[key] = AnimateAnyonePipeline(load_networks(weights, self.guider), device, dtype,
+                                                      signed_controls=self.signed_controls)
         return self._loaded[key]
 
     def render(self, job: JobInputs, start: int, stop: threading.Event) -> Iterator[tuple[int, np.ndarray]]:
         settings = job.settings
+        name, style = self.info.name, self.info.styles[0]
         if not settings.get("weights"):
-            raise EngineError("the animate-anyone engine needs 'weights': the folder with the released "
+            raise EngineError(f"the {name} engine needs 'weights': the folder with the released "
                               "checkpoints (laid out like pretrained_weights/) on the backend's machine")
         if len(job.control_maps) != len(job.frames):
-            raise EngineError("the animate-anyone engine draws from control maps (dwpose style); the job has "
+            raise EngineError(f"the {name} engine draws from control maps ({style} style); the job has "
                               f"{len(job.control_maps)} maps for {len(job.frames)} frames")
         if job.width % 8 or job.height % 8:
             raise EngineError(f"width and height must be multiples of 8, not {job.width}x{job.height}")
@@ -69,3 +74,15 @@ class AnimateAnyoneEngine:
         for index, image in frames:
             if index >= start:  # a resumed job recomputes (same seed, same frames) and skips what exists
                 yield index, image
+
+
+class AniPortraitEngine(AnimateAnyoneEngine):
+    """AniPortrait: the same networks and loop, its own pose guider, driven by face-landmark maps."""
+
+    info = EngineInfo(
+        name="aniportrait",
+        description="AniPortrait (face landmarks to portrait video); needs the released weights",
+        styles=("aniportrait-face",), device=default_device(), needs_weights=True, size_multiple=8, window=24,
+        settings=AnimateAnyoneEngine.info.settings)
+    guider = "aniportrait"
+    signed_controls = True  # control maps in [-1, 1]

@@ -46,20 +46,40 @@ def frame_windows(frames: int, window: int, overlap: int) -> list[list[int]]:
 
 
 class AnimateAnyonePipeline:
-    def __init__(self, networks: Networks, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+    """`signed_controls`: the guider takes control maps in [-1, 1] (AniPortrait) instead of [0, 1]
+    (Moore-AnimateAnyone)."""
+
+    def __init__(self, networks: Networks, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 signed_controls: bool = False):
         self.networks = networks.to(torch.device(device), dtype)
         self.device, self.dtype = torch.device(device), dtype
         self.bank = ReferenceBank()
         install(networks.reference_unet, networks.denoising_unet, self.bank)
-        # Pose features join the denoiser right after its conv_in (a hook: no forward is patched).
-        self._pose_features: torch.Tensor | None = None
-        networks.denoising_unet.conv_in.register_forward_hook(self._add_pose_features)
+        # Pose features join the denoiser through hooks (no forward is patched): the first after its
+        # conv_in, any further ones (AniPortrait's guider) after its down blocks, in order.
+        self._pose_features: list[torch.Tensor] | None = None
+        networks.denoising_unet.conv_in.register_forward_hook(self._add_pose_features(0))
+        for index, block in enumerate(networks.denoising_unet.down_blocks):
+            block.register_forward_hook(self._add_pose_features(index + 1))
         self.reference_processor = VaeImageProcessor(vae_scale_factor=8)  # [-1, 1]
-        self.control_processor = VaeImageProcessor(vae_scale_factor=8, do_convert_rgb=True, do_normalize=False)
+        self.control_processor = VaeImageProcessor(vae_scale_factor=8, do_convert_rgb=True,
+                                                   do_normalize=signed_controls)
         self.clip_processor = CLIPImageProcessor()
 
-    def _add_pose_features(self, _module, _inputs, output):
-        return output if self._pose_features is None else output + self._pose_features
+    def _add_pose_features(self, level: int):
+        def hook(_module, _inputs, output):
+            features = self._pose_features
+            if features is None or level >= len(features):
+                return output
+            if isinstance(output, tuple):  # a down block: (hidden states, skip connections)
+                return (output[0] + features[level],) + tuple(output[1:])
+            return output + features[level]
+        return hook
+
+    def _guide(self, controls: torch.Tensor) -> list[torch.Tensor]:
+        """The guider's feature maps for a batch of control maps, as a list (finest first)."""
+        features = self.networks.pose_guider(controls.to(self.device, self.dtype))
+        return list(features) if isinstance(features, (list, tuple)) else [features]
 
     @torch.no_grad()
     def __call__(self, reference: np.ndarray, control_maps: list[np.ndarray], width: int, height: int,
@@ -87,7 +107,8 @@ class AnimateAnyonePipeline:
 
         controls = torch.cat([self.control_processor.preprocess(Image.fromarray(np.ascontiguousarray(m[..., :3])),
                                                                 height=height, width=width) for m in control_maps])
-        pose_features = torch.cat([nets.pose_guider(chunk.to(device, dtype)) for chunk in controls.split(16)])
+        chunks = [self._guide(chunk) for chunk in controls.split(16)]
+        pose_features = [torch.cat(level) for level in zip(*chunks)]
 
         scheduler = nets.scheduler
         scheduler.set_timesteps(steps, device=device)
@@ -107,7 +128,7 @@ class AnimateAnyonePipeline:
                 if stop is not None and stop.is_set():
                     return
                 prediction[:, :, indices] += self._denoise(latents[:, :, indices], timestep, embeds,
-                                                           pose_features[indices], guided)
+                                                           [level[indices] for level in pose_features], guided)
                 counter[:, :, indices] += 1
                 if final:
                     done = [f for f in indices if last_window[f] == w]
@@ -119,7 +140,7 @@ class AnimateAnyonePipeline:
                 latents = self._step(prediction / counter, timestep, latents, guidance)
         self.bank.clear()
 
-    def _denoise(self, latents: torch.Tensor, timestep, embeds: torch.Tensor, pose: torch.Tensor,
+    def _denoise(self, latents: torch.Tensor, timestep, embeds: torch.Tensor, pose: list[torch.Tensor],
                  guided: bool) -> torch.Tensor:
         """Noise prediction for one window: (halves, 4, window, h, w), unconditional half first."""
         nets = self.networks
@@ -128,7 +149,7 @@ class AnimateAnyonePipeline:
         if guided:
             sample = torch.cat([latents, latents])
             states = torch.cat([torch.zeros_like(conditional), conditional])
-            self._pose_features = torch.cat([pose, pose])
+            self._pose_features = [torch.cat([level, level]) for level in pose]
             self.bank.unconditional = count  # the first `count` batch entries attend without the bank
         else:
             sample, states, self._pose_features = latents, conditional, pose
