@@ -4,7 +4,6 @@ head's yaw, pitch and roll onto a bone, as keyframes at the scene frame rate."""
 from __future__ import annotations
 
 import csv
-
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,5 +87,3 @@ def apply_capture(capture: Capture, face, head_bone, scene_fps: float, frame_sta
             head_bone.keyframe_insert("rotation_euler", frame=frame_start + t * scene_fps)
     return {"shapes": keyed, "missing": sorted(missing), "rows": len(capture.times),
             "seconds": capture.times[-1] if capture.times else 0.0}
-
-

@@ -11,7 +11,7 @@ import numpy as np
 from .core.face import IBUG68_FROM_MESH, ibug68
 from .core.keypoints import BODY_18, FOOT_6, GROUPS, LEFT_HAND_21, RIGHT_HAND_21, PersonKeypoints
 from .core.projection import project_points
-from .rig_mapping import BoneFrame, MappingError, PointBinding, RigMapping, detect_preset, load_presets, resolve_mapping
+from .rig_mapping import BoneFrame, PointBinding, RigMapping, detect_preset, load_presets, resolve_mapping
 
 
 # Every mappable point, in group order (the hand wrists are the body's wrists).

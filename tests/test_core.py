@@ -9,7 +9,7 @@ from marionette_core import openpose_json
 from marionette_core.keypoints import BODY_18, PersonKeypoints
 from marionette_core.png import decode_png, encode_png
 from marionette_core.projection import project_points
-from marionette_core.rasterize import BODY_COLORS, STICK_WIDTH, draw_pose_map
+from marionette_core.rasterize import BODY_COLORS, draw_pose_map
 
 
 def crossing_arms(near_first_limb: bool):

@@ -168,8 +168,6 @@ def test_same_seed_same_frames_and_stop(inputs):
 
 
 def test_a_job_through_the_server(backend, release_folder):
-    import cv2
-
     from marionette.images import encode_png
     from marionette_core.client import BackendClient
     from marionette_core.png import decode_png
@@ -184,7 +182,7 @@ def test_a_job_through_the_server(backend, release_folder):
     assert engines["animate-anyone"]["styles"] == ["dwpose"] and engines["animate-anyone"]["needs_weights"]
     job = {"engine": "animate-anyone", "reference_pose": reference_pose, "poses": poses, "width": 48, "height": 64,
            "settings": {"weights": str(release_folder), "steps": 2, "window": 4, "overlap": 2, "seed": 1}}
-    accepted = client.submit(job, reference_png, maps)
+    client.submit(job, reference_png, maps)
     frames = {}
     while True:
         message = client.receive()

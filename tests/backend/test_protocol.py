@@ -1,9 +1,7 @@
 """Protocol v1: framing round trips, and a parser that meets garbage with ProtocolError only."""
 
-import json
 import random
 import socket
-import struct
 import time
 
 import pytest

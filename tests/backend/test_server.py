@@ -1,7 +1,6 @@
 """The backend as a real process on a real loopback socket."""
 
 import socket
-import time
 
 import pytest
 

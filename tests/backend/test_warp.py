@@ -101,7 +101,6 @@ def test_render_command_writes_one_frame_per_pose(tmp_path):
 
 def test_hand_follows_its_keypoints():
     """A hand's points, turned about the wrist, carry the hand's pixels with them."""
-    from marionette_core.keypoints import PersonKeypoints
     import cv2
 
     reference = synthetic.standing_pose()

@@ -5,7 +5,6 @@ from harness import run_in_blender
 
 def case_demo_rig_maps(tmp):
     import bpy
-    import numpy as np
     import scene_helpers as h
     from bl_ext.user_default.marionette.core.png import decode_png
 

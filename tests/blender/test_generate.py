@@ -55,7 +55,6 @@ def case_generate_streams_every_frame(tmp):
     import bpy
 
     scene = _setup(tmp, frames=12, auto_start=True)  # no backend yet: Generate starts one
-    port = scene.marionette  # noqa: F841
     prefs = bpy.context.preferences.addons["bl_ext.user_default.marionette"].preferences
     import socket
     with socket.socket() as probe:
