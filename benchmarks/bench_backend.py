@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -66,6 +67,20 @@ def bench_warp() -> tuple[float, float, list[bytes]]:
     return engine_seconds, png_seconds, pngs
 
 
+@contextmanager
+def serving(store: Path, folder: Path):
+    """`marionette serve` in its own process on a free port: yields a connected client's settings."""
+    server = subprocess.Popen([sys.executable, "-m", "marionette.cli", "serve", "--port", "0", "--store",
+                               str(store), "--token-file", str(folder / "token")],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        port = int(server.stdout.readline().split()[1])
+        yield port, (folder / "token").read_text().strip()
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def bench_protocol(pngs: list[bytes]) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as folder:
         store = JobStore(Path(folder) / "jobs")
@@ -76,28 +91,18 @@ def bench_protocol(pngs: list[bytes]) -> tuple[float, float]:
         for index, data in enumerate(pngs):
             store.write_frame(job_id, index, data)
         store.set_status(job_id, "done")
-        server = subprocess.Popen([sys.executable, "-m", "marionette.cli", "serve", "--port", "0", "--store",
-                                   str(store.root), "--token-file", str(Path(folder) / "token")],
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        try:
-            port = int(server.stdout.readline().split()[1])
-            token = (Path(folder) / "token").read_text().strip()
+        with serving(store.root, Path(folder)) as (port, token):
             best = None
             for _attempt in range(3):
                 client = BackendClient("127.0.0.1", port, token)
                 client.connect()
                 start = time.perf_counter()
                 client.attach(job_id)
-                received = 0
-                while client.receive().type == "frame":
-                    received += 1
+                received = count_frames(client)
                 seconds = time.perf_counter() - start
                 client.close()
                 assert received == FRAMES
                 best = seconds if best is None else min(best, seconds)
-        finally:
-            server.terminate()
-            server.wait(10)
     total_bytes = sum(len(data) for data in pngs)
     return FRAMES / best, total_bytes / best / 1e6
 
@@ -110,24 +115,23 @@ def bench_end_to_end() -> float:
     job = {"engine": "warp", "reference_pose": openpose_json.to_openpose_dict([synthetic.person(reference)], 512, 768),
            "poses": poses}
     with tempfile.TemporaryDirectory() as folder:
-        server = subprocess.Popen([sys.executable, "-m", "marionette.cli", "serve", "--port", "0", "--store",
-                                   str(Path(folder) / "jobs"), "--token-file", str(Path(folder) / "token")],
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        try:
-            port = int(server.stdout.readline().split()[1])
-            client = BackendClient("127.0.0.1", port, (Path(folder) / "token").read_text().strip())
+        with serving(Path(folder) / "jobs", Path(folder)) as (port, token):
+            client = BackendClient("127.0.0.1", port, token)
             client.connect()
             start = time.perf_counter()
             client.submit(job, encode_png(image))
-            received = 0
-            while client.receive().type == "frame":
-                received += 1
+            received = count_frames(client)
             seconds = time.perf_counter() - start
             assert received == FRAMES
-        finally:
-            server.terminate()
-            server.wait(10)
     return FRAMES / seconds
+
+
+def count_frames(client: BackendClient) -> int:
+    """Frames received until the job's stream ends (progress messages are skipped)."""
+    received = 0
+    while (kind := client.receive().type) != "done":
+        received += kind == "frame"
+    return received
 
 
 def main() -> int:

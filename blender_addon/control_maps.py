@@ -200,10 +200,9 @@ def _samplers(armatures: list[bpy.types.Object], depsgraph) -> list[CharacterSam
     samplers = []
     try:
         for obj in armatures:
-            sampler = CharacterSampler(obj, build_mapping(obj, depsgraph))
             faces = bound_faces(obj)
-            sampler.face = FaceSampler(faces[0]) if faces else None
-            samplers.append(sampler)
+            samplers.append(CharacterSampler(obj, build_mapping(obj, depsgraph),
+                                             FaceSampler(faces[0]) if faces else None))
     except (MappingError, FaceBindingError) as error:
         raise ControlMapError(str(error)) from None
     return samplers

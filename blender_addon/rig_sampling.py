@@ -57,8 +57,9 @@ def build_mapping(obj: bpy.types.Object, depsgraph) -> RigMapping:
 class CharacterSampler:
     """One armature's keypoints in world space, read from its evaluated pose."""
 
-    def __init__(self, obj: bpy.types.Object, mapping: RigMapping):
+    def __init__(self, obj: bpy.types.Object, mapping: RigMapping, face=None):
         self.obj = obj
+        self.face = face  # a FaceSampler when the character has a bound face
         self.mapping = mapping
         self.names = [name for name in GROUPS_POINT_ORDER if name in mapping.points]
         bones = obj.data.bones
@@ -69,7 +70,6 @@ class CharacterSampler:
         # Bone-local offsets are in bone lengths; pose matrices map bone-local units.
         self.local = np.concatenate([offsets * lengths[:, None], np.ones((len(self.names), 1))], axis=1)
         self.bone_count = len(bones)
-        self.face = None  # a FaceSampler when the character has a bound face
 
     def world_points(self, depsgraph, frame: int) -> dict[str, np.ndarray]:
         evaluated = self.obj.evaluated_get(depsgraph)
