@@ -6,6 +6,7 @@ import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, FloatVectorProperty,
                        IntProperty, PointerProperty, StringProperty)
 
+from .compat import BLEND_RELATIVE_PATH
 from .core.keypoints import RIG_POINTS
 from .rig_mapping import load_presets
 
@@ -41,7 +42,7 @@ class MARIONETTE_PG_engine(bpy.types.PropertyGroup):
 
 class MARIONETTE_PG_scene(bpy.types.PropertyGroup):
     output_dir: StringProperty(
-        name="Output Folder", subtype="DIR_PATH", default="//marionette",
+        name="Output Folder", subtype="DIR_PATH", default="//marionette", options=BLEND_RELATIVE_PATH,
         description="Folder for control maps (control/pose, control/keypoints) and generated frames; "
                     "// is the .blend file's folder")
     pose_style: EnumProperty(
@@ -70,7 +71,7 @@ class MARIONETTE_PG_scene(bpy.types.PropertyGroup):
     steps: IntProperty(name="Steps", default=25, min=1, max=200, description="Diffusion engines: denoising steps")
     guidance: FloatProperty(name="Guidance", default=3.5, min=0.0, max=30.0,
                             description="Diffusion engines: classifier-free guidance scale")
-    weights_dir: StringProperty(name="Weights Folder", subtype="DIR_PATH", default="",
+    weights_dir: StringProperty(name="Weights Folder", subtype="DIR_PATH", default="", options=BLEND_RELATIVE_PATH,
                                 description="Diffusion engines: the folder with the released checkpoints, on "
                                             "the backend's machine")
     # The last job, for Resume.

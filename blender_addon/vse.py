@@ -6,13 +6,10 @@ from pathlib import Path
 
 import bpy
 
+from . import compat
+
 STRIP_PREFIX = "Marionette "
 DEFAULT_CHANNELS = {"face": 1, "pose": 2, "frames": 3}  # generated frames above the maps
-
-
-def _strips(editor):
-    # Blender 4.4 renamed `sequences` to `strips`; 4.2 and 4.3 only have the former.
-    return editor.strips if hasattr(editor, "strips") else editor.sequences
 
 
 def render_or_save_running() -> bool:
@@ -30,15 +27,16 @@ def set_image_sequence_strip(scene: bpy.types.Scene, pass_name: str, folder: Pat
     if frame_count <= 0:
         return None
     editor = scene.sequence_editor or scene.sequence_editor_create()
-    strips = _strips(editor)
+    strips = compat.strips(editor)
+    compat.show_in_sequencer(scene)
     name = STRIP_PREFIX + pass_name
     channel = DEFAULT_CHANNELS.get(pass_name, 2)
     existing = strips.get(name)
-    if grow and existing is not None and existing.frame_start == frame_start and \
+    if grow and existing is not None and compat.strip_content_start(existing) == frame_start and \
             len(existing.elements) <= frame_count and existing.elements[0].filename == f"{frame_start:06d}.png":
         for frame in range(frame_start + len(existing.elements), frame_start + frame_count):
             existing.elements.append(f"{frame:06d}.png")
-        existing.frame_final_duration = frame_count
+        compat.set_strip_duration(existing, frame_count)
         return existing
     if existing is not None:
         channel = existing.channel

@@ -61,7 +61,9 @@ def main() -> int:
     finally:
         bpy.ops.marionette.stop_backend()
 
-    scene.render.image_settings.file_format = "FFMPEG"
+    from bl_ext.user_default.marionette import compat
+
+    compat.use_ffmpeg_output(scene.render.image_settings)
     scene.render.ffmpeg.format = "MPEG4"
     scene.render.ffmpeg.codec = "H264"
     scene.render.ffmpeg.constant_rate_factor = "HIGH"

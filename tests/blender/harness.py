@@ -16,7 +16,8 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-BLENDER_PYTHON = ROOT / ".venv-blender" / "bin" / "python"
+# `make test` runs this suite once per Blender version; the environment variable picks the venv.
+BLENDER_PYTHON = Path(os.environ.get("MARIONETTE_BLENDER_PYTHON") or ROOT / ".venv-blender" / "bin" / "python")
 RUNNER = Path(__file__).with_name("runner.py")
 RESULT_MARK = "MARIONETTE-TEST-RESULT:"
 

@@ -16,7 +16,6 @@ import bpy
 from bpy_extras.object_utils import world_to_camera_view
 
 ROOT = Path(os.environ["MARIONETTE_ROOT"])
-MOCAP = ROOT.parent / "shared" / "data" / "mocap"
 sys.path.insert(0, str(ROOT / "rigs"))
 
 import demo_rig  # noqa: E402
@@ -126,3 +125,21 @@ def demo_character(name="DemoRig", location=(0.0, 0.0, 0.0)):
 
 def front_camera(**kwargs):
     return demo_rig.add_front_camera(**kwargs)
+
+
+def compat():
+    """The extension's Blender-version compatibility module (the installed copy)."""
+    from bl_ext.user_default.marionette import compat as module
+
+    return module
+
+
+def strip(scene, name):
+    """The VSE strip `name` of `scene`, or None."""
+    editor = scene.sequence_editor
+    return compat().strips(editor).get(name) if editor is not None else None
+
+
+def strip_span(strip) -> list:
+    """[first scene frame shown, number of frames shown] of a strip."""
+    return [compat().strip_left_handle(strip), compat().strip_duration(strip)]

@@ -65,9 +65,9 @@ def case_bad_inputs(tmp):
     bone.location = (math.nan, 0.0, 0.0)
     bone.keyframe_insert("location", frame=4)
     attempt("NaN transform", frame_start=1, frame_end=5)
-    action = rig.animation_data.action
-    for curve in [c for c in action.fcurves if c.data_path.endswith('"lower_arm.L"].location')]:
-        action.fcurves.remove(curve)
+    curves = h.compat().fcurves(rig)
+    for curve in [c for c in curves if c.data_path.endswith('"lower_arm.L"].location')]:
+        curves.remove(curve)
     bone.location = (0.0, 0.0, 0.0)
 
     # Blender is fine: a good run works and replaces the outputs.

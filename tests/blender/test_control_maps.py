@@ -1,5 +1,7 @@
 """render_control_maps in real Blender: keypoints against an independent projection, strips, cameras."""
 
+import pytest
+
 from harness import run_in_blender
 
 
@@ -46,10 +48,9 @@ def case_demo_rig_maps(tmp):
         assert tuple(image[int(y), int(x)]) == color, (name, tuple(image[int(y), int(x)]))
     assert (image.max(axis=2) > 0).mean() > 0.005
 
-    editor = scene.sequence_editor
-    strips = editor.strips if hasattr(editor, "strips") else editor.sequences
+    strips = h.compat().strips(scene.sequence_editor)
     strip = strips["Marionette pose"]
-    assert strip.type == "IMAGE" and strip.frame_final_start == 1 and strip.frame_final_duration == 96
+    assert strip.type == "IMAGE" and h.strip_span(strip) == [1, 96]
     names = [e.filename for e in strip.elements]
     assert names[:2] == ["000001.png", "000002.png"] and len(names) == 96, (names[:3], len(names), strip.directory)
     assert bpy.path.abspath(strip.directory).rstrip("/") == str(out / "control" / "pose")
@@ -58,11 +59,12 @@ def case_demo_rig_maps(tmp):
     h.render_maps(frame_start=10, frame_end=20)
     assert len(list((out / "control" / "pose").iterdir())) == 11
     strip = strips["Marionette pose"]
-    assert strip.frame_final_start == 10 and strip.frame_final_duration == 11
+    assert h.strip_span(strip) == [10, 11]
     assert len([s for s in strips if s.name.startswith("Marionette")]) == 1
     return {"worst_px": worst}
 
 
+@pytest.mark.smoke
 def test_demo_rig_maps_match_independent_projection(tmp_path):
     result = run_in_blender(case_demo_rig_maps, tmp_path, tmp=str(tmp_path))
     assert result["worst_px"] <= 1.0

@@ -1,5 +1,7 @@
 """The extension installs from its zip through Blender's installer and registers cleanly, repeatedly."""
 
+import pytest
+
 from harness import run_in_blender
 
 
@@ -23,5 +25,6 @@ def case_register_cycle():
     return {"ok": True}
 
 
+@pytest.mark.smoke
 def test_install_register_unregister_register(tmp_path):
     assert run_in_blender(case_register_cycle, tmp_path) == {"ok": True}

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from harness import run_in_blender
 
 
@@ -90,11 +92,10 @@ def case_projected_face_matches_the_deformed_mesh(tmp):
             worst = max(worst, float(np.linalg.norm(written[index, :2] - expected)))
         evaluated.to_mesh_clear()
     face_maps = sorted(p.name for p in (h.output_dir() / "control" / "face").iterdir())
-    editor = scene.sequence_editor
-    strips = editor.strips if hasattr(editor, "strips") else editor.sequences
-    return {"worst": worst, "face_maps": face_maps, "strip": "Marionette face" in strips}
+    return {"worst": worst, "face_maps": face_maps, "strip": h.strip(scene, "Marionette face") is not None}
 
 
+@pytest.mark.smoke
 def test_projected_landmarks_equal_the_deformed_mesh_and_maps_are_written(tmp_path):
     result = run_in_blender(case_projected_face_matches_the_deformed_mesh, tmp_path, tmp=str(tmp_path))
     assert result["worst"] <= 1.0, result["worst"]
@@ -104,6 +105,7 @@ def test_projected_landmarks_equal_the_deformed_mesh_and_maps_are_written(tmp_pa
 
 def case_live_link_face_import(tmp):
     import bpy
+    import scene_helpers as h
 
     scene, _rig, face = _demo_scene(tmp)
     scene.render.fps, scene.render.fps_base = 24, 1.0
@@ -117,12 +119,10 @@ def case_live_link_face_import(tmp):
     scene.frame_set(10)
     bpy.context.view_layer.objects.active = face
     bpy.ops.marionette.import_face_capture(filepath=str(csv_path), capture_fps=60.0)
-    action = face.data.shape_keys.animation_data.action
-    curves = {c.data_path: c for c in action.fcurves}
+    curves = {c.data_path: c for c in h.compat().fcurves(face.data.shape_keys)}
     blink = curves['key_blocks["eyeBlinkLeft"].value']
     points = [(round(p.co.x, 3), round(p.co.y, 4)) for p in blink.keyframe_points]
-    rig_action = bpy.data.objects["DemoRig"].animation_data.action
-    yaw = [c for c in rig_action.fcurves if c.data_path == 'pose.bones["head"].rotation_euler' and c.array_index == 1]
+    yaw = [c for c in h.compat().fcurves(bpy.data.objects["DemoRig"]) if c.data_path == 'pose.bones["head"].rotation_euler' and c.array_index == 1]
     return {"first": points[0], "last": points[-1], "count": len(points),
             "jaw": curves['key_blocks["jawOpen"].value'].evaluate(20),
             "yaw": yaw[0].evaluate(30) if yaw else None, "has_cheek": any("cheekPuff" in k for k in curves)}

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness import ROOT, run_in_blender
 
 BACKEND_PYTHON = str(ROOT / ".venv" / "bin" / "python")
@@ -39,9 +41,15 @@ def _start_backend(tmp, name="backend"):
 
 
 def _strip(scene, name):
-    editor = scene.sequence_editor
-    strips = editor.strips if hasattr(editor, "strips") else editor.sequences
-    return strips.get(name)
+    import scene_helpers
+
+    return scene_helpers.strip(scene, name)
+
+
+def _span(strip):
+    import scene_helpers
+
+    return scene_helpers.strip_span(strip)
 
 
 def _session(context, auto_start=False):
@@ -68,11 +76,12 @@ def case_generate_streams_every_frame(tmp):
     files = sorted(p.name for p in frames.iterdir())
     strip = _strip(scene, "Marionette frames")
     pose = _strip(scene, "Marionette pose")
-    return {"files": files, "strip": [strip.frame_final_start, strip.frame_final_duration, strip.channel,
+    return {"files": files, "strip": [*_span(strip), strip.channel,
                                       [e.filename for e in strip.elements]],
             "pose_channel": pose.channel, "job": scene.marionette.last_job_id}
 
 
+@pytest.mark.smoke
 def test_generate_streams_every_frame_into_a_strip(tmp_path):
     result = run_in_blender(case_generate_streams_every_frame, tmp_path, tmp=str(tmp_path))
     expected = [f"{frame:06d}.png" for frame in range(1, 13)]
@@ -100,7 +109,7 @@ def case_cancel_midway(tmp):
         kept = sorted(p.name for p in (Path(tmp) / "marionette" / "frames").iterdir())
         strip = _strip(scene, "Marionette frames")
         return {"result": session.result, "received": session.received, "kept": len(kept),
-                "strip": strip.frame_final_duration, "job": session.job_id,
+                "strip": _span(strip)[1], "job": session.job_id,
                 "server_state": __import__("json").loads(
                     (Path(tmp) / "backend" / "jobs" / session.job_id / "status.json").read_text())["state"]}
     finally:
@@ -130,7 +139,7 @@ def case_backend_killed_then_resume(tmp):
         time.sleep(0.01)
     failure = session.result
     kept = len(list((Path(tmp) / "marionette" / "frames").glob("*.png")))
-    strip_before = _strip(scene, "Marionette frames").frame_final_duration
+    strip_before = _span(_strip(scene, "Marionette frames"))[1]
 
     # The backend comes back on the same store and port; Resume fetches what is missing.
     restarted = subprocess.Popen([BACKEND_PYTHON, "-P", "-m", "marionette.cli", "serve", "--port", str(port), "--store",
@@ -145,7 +154,7 @@ def case_backend_killed_then_resume(tmp):
     files = sorted(p.name for p in (Path(tmp) / "marionette" / "frames").glob("*.png"))
     strip = _strip(scene, "Marionette frames")
     return {"failure": failure, "kept": kept, "strip_before": strip_before, "files": files,
-            "strip_after": [strip.frame_final_start, strip.frame_final_duration]}
+            "strip_after": _span(strip)}
 
 
 def test_backend_killed_midway_keeps_frames_and_resume_completes(tmp_path):
