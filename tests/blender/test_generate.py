@@ -78,7 +78,10 @@ def case_generate_streams_every_frame(tmp):
     pose = _strip(scene, "Marionette pose")
     return {"files": files, "strip": [*_span(strip), strip.channel,
                                       [e.filename for e in strip.elements]],
-            "pose_channel": pose.channel, "job": scene.marionette.last_job_id}
+            "pose_channel": pose.channel, "job": scene.marionette.last_job_id,
+            # 5.x: the Sequencer editors show the workspace's sequencer scene; it must be this one.
+            "sequencer_scenes": [w.sequencer_scene.name if w.sequencer_scene else None for w in bpy.data.workspaces]
+            if "sequencer_scene" in bpy.types.WorkSpace.bl_rna.properties else None, "scene": scene.name}
 
 
 @pytest.mark.smoke
@@ -90,6 +93,8 @@ def test_generate_streams_every_frame_into_a_strip(tmp_path):
     assert (start, duration) == (1, 12) and elements == expected
     assert channel > result["pose_channel"]  # the frames show above the pose maps
     assert len(result["job"]) == 32
+    if result["sequencer_scenes"] is not None:
+        assert result["sequencer_scenes"] and set(result["sequencer_scenes"]) == {result["scene"]}
 
 
 def case_cancel_midway(tmp):
