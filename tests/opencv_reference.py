@@ -35,32 +35,49 @@ def _limb(canvas, a, b, color, stickwidth=4):
 
 
 def draw_dwpose(bodies, hands, faces, width, height):
-    """bodies: list of (18, 3); hands: list of (21, 3); faces: list of (68, 3); pixels."""
+    """bodies: list of (18, 3); hands: list of (21, 3); faces: list of (68, 3); pixels.
+
+    As the DWPose annotator draws: it holds keypoints divided by the frame size and multiplies
+    them back while drawing; it tests each hand or face point with `px > eps and py > eps` on the
+    whole-pixel coordinates (eps = 0.01), so one in column 0 or row 0 is skipped along with the
+    hand edges that touch it. Body points are not tested.
+    """
+    eps = 0.01
+
+    def normalised(points):
+        points = np.array(points, dtype=np.float64)
+        return np.stack([points[:, 0] / width, points[:, 1] / height, points[:, 2]], axis=1)
+
+    def pixel(point):
+        return int(point[0] * width), int(point[1] * height)
+
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    bodies = [normalised(body) for body in bodies]
     for i, (ja, jb) in enumerate(LIMBS_1_INDEXED):
         for body in bodies:
             a, b = body[ja - 1], body[jb - 1]
             if a[2] > 0 and b[2] > 0:
-                _limb(canvas, a, b, COLORS[i])
+                _limb(canvas, (a[0] * width, a[1] * height), (b[0] * width, b[1] * height), COLORS[i])
     canvas = (canvas * 0.6).astype(np.uint8)
     for i in range(18):
         for body in bodies:
-            x, y, c = body[i]
-            if c > 0:
-                cv2.circle(canvas, (int(x), int(y)), 4, COLORS[i], thickness=-1)
-    for hand in hands:
+            if body[i][2] > 0:
+                cv2.circle(canvas, pixel(body[i]), 4, COLORS[i], thickness=-1)
+    for hand in map(normalised, hands):
+        pixels = [pixel(point) for point in hand]
+        kept = [point[2] > 0 and px > eps and py > eps for point, (px, py) in zip(hand, pixels)]
         for e, (i, j) in enumerate(HAND_EDGES):
-            if hand[i][2] > 0 and hand[j][2] > 0:
+            if kept[i] and kept[j]:
                 color = [v * 255 for v in _hsv_to_rgb(e / float(len(HAND_EDGES)))]
-                cv2.line(canvas, (int(hand[i][0]), int(hand[i][1])), (int(hand[j][0]), int(hand[j][1])),
-                         color, thickness=2)
-        for x, y, c in hand:
-            if c > 0:
-                cv2.circle(canvas, (int(x), int(y)), 4, (0, 0, 255), thickness=-1)
-    for face in faces:
-        for x, y, c in face:
-            if c > 0:
-                cv2.circle(canvas, (int(x), int(y)), 3, (255, 255, 255), thickness=-1)
+                cv2.line(canvas, pixels[i], pixels[j], color, thickness=2)
+        for xy, keep in zip(pixels, kept):
+            if keep:
+                cv2.circle(canvas, xy, 4, (0, 0, 255), thickness=-1)
+    for face in map(normalised, faces):
+        for point in face:
+            px, py = pixel(point)
+            if point[2] > 0 and px > eps and py > eps:
+                cv2.circle(canvas, (px, py), 3, (255, 255, 255), thickness=-1)
     return canvas
 
 
@@ -81,17 +98,26 @@ def draw_openpose(bodies, width, height):
     return canvas
 
 
-def draw_aniportrait_face(faces, width, height, parts):
-    """AniPortrait's landmark drawing with OpenCV: lines 2 px thick on a 512x512 canvas from
-    landmarks normalised by the frame size, then cv2.resize to the frame. `parts` is a list of
-    (edges, rgb colour) in drawing order."""
+# AniPortrait's DrawingSpec colours (src/utils/draw_util.py), written as it writes them, in its
+# drawing order: oval, left eye, left brow, right eye, right brow, then the lips' outer-bottom L/R,
+# inner-bottom L/R, outer-top L/R, inner-top L/R.
+ANIPORTRAIT_COLOURS = [(10, 200, 10), (180, 200, 10), (180, 220, 10), (10, 200, 180), (10, 220, 180),
+                       (10, 180, 20), (20, 10, 180), (100, 100, 30), (100, 150, 50),
+                       (20, 80, 100), (80, 100, 20), (120, 100, 200), (150, 120, 100)]
+
+
+def draw_aniportrait_face(faces, width, height, part_edges):
+    """AniPortrait's landmark drawing with OpenCV: cv2.line, 2 px thick, with its colour tuples on a
+    512x512 canvas from landmarks normalised by the frame size, then cv2.resize to the frame. The
+    array is returned as drawn (no BGR/RGB swap), as AniPortrait hands it to its pose guider.
+    `part_edges`: the edges of each part, in the order of ANIPORTRAIT_COLOURS."""
     size = 512
     canvas = np.zeros((size, size, 3), dtype=np.uint8)
     for face in faces:
         def pixel(i):
             return (min(math.floor(face[i][0] / width * size), size - 1),
                     min(math.floor(face[i][1] / height * size), size - 1))
-        for edges, colour in parts:
+        for edges, colour in zip(part_edges, ANIPORTRAIT_COLOURS, strict=True):
             for a, b in edges:
                 if face[a][2] > 0 and face[b][2] > 0:
                     cv2.line(canvas, pixel(a), pixel(b), colour, 2)

@@ -5,8 +5,9 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from marionette_core.face import (ANIPORTRAIT_PARTS, FACE_MESH_COUNT, IBUG68_FROM_MESH, draw_aniportrait_face,
-                                  ibug68, pupils, resize_bilinear)
+from marionette_core.face import (ANIPORTRAIT_PARTS, FACE_MESH_COUNT, IBUG68_FROM_MESH, LEFT_EYE,
+                                  draw_aniportrait_face, ibug68, pupils, resize_bilinear)
+from marionette_core.png import encode_png
 
 import opencv_reference
 
@@ -26,17 +27,38 @@ def random_face(rng, width, height):
 
 @pytest.mark.parametrize("width,height", [(512, 768), (1024, 576), (512, 512)])
 def test_aniportrait_face_map_matches_opencv(width, height):
+    """Our R, G, B against the channels 0, 1, 2 of AniPortrait's own drawing (its colour tuples, no
+    BGR/RGB swap): the channels its pose guider receives."""
     rng = np.random.default_rng(width * 3 + height)
     worst_all = worst_drawn = 1.0
+    edges = [part_edges for part_edges, _ in ANIPORTRAIT_PARTS]
     for _ in range(10):
         faces = [random_face(rng, width, height) for _ in range(rng.integers(1, 3))]
         ours = draw_aniportrait_face(faces, width, height)
-        reference = opencv_reference.draw_aniportrait_face(faces, width, height, ANIPORTRAIT_PARTS)
+        reference = opencv_reference.draw_aniportrait_face(faces, width, height, edges)
         close = np.abs(ours.astype(int) - reference.astype(int)).max(axis=2) <= 2
         drawn = (ours.max(axis=2) > 0) | (reference.max(axis=2) > 0)
         assert drawn.sum() > 1000
         worst_all, worst_drawn = min(worst_all, close.mean()), min(worst_drawn, close[drawn].mean())
     assert worst_all >= 0.9999 and worst_drawn >= 0.999, (worst_all, worst_drawn)
+
+
+def test_aniportrait_face_map_file_holds_the_colour_tuples_in_rgb_order():
+    """The subject's left eye is AniPortrait's (180, 200, 10): channel 0 as drawn, R in the file."""
+    rng = np.random.default_rng(3)
+    face = random_face(rng, 512, 512)
+    face[:, 2] = 0
+    eye = sorted({i for edge in LEFT_EYE for i in edge})
+    face[eye, 2] = 1
+    ours = draw_aniportrait_face([face], 512, 512)
+    drawn = ours.max(axis=2) > 0
+    assert drawn.sum() > 50
+    assert {tuple(int(v) for v in pixel) for pixel in ours[drawn]} == {(180, 200, 10)}
+    as_drawn = opencv_reference.draw_aniportrait_face([face], 512, 512, [e for e, _ in ANIPORTRAIT_PARTS])
+    assert np.array_equal(ours, as_drawn)
+    # A PNG reader that returns B, G, R (OpenCV) finds 180 in its last channel: the file's R.
+    read = cv2.imdecode(np.frombuffer(encode_png(ours), np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(read[..., ::-1], ours) and set(read[drawn][:, 2].tolist()) == {180}
 
 
 @pytest.mark.parametrize("size", [(512, 512), (48, 33), (300, 700), (1024, 576)])

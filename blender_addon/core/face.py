@@ -46,25 +46,24 @@ LIPS_INNER_TOP_LEFT = ((78, 191), (191, 80), (80, 81), (81, 82), (82, 13))
 LIPS_INNER_TOP_RIGHT = ((13, 312), (312, 311), (311, 310), (310, 415), (415, 308))
 
 
-def _rgb(bgr: tuple[int, int, int]) -> tuple[int, int, int]:
-    return bgr[2], bgr[1], bgr[0]
-
-
-# (edges, colour) in AniPortrait's drawing order; its colours are BGR, the maps here are RGB.
+# (edges, colour) in AniPortrait's drawing order, each colour AniPortrait's own tuple as written.
+# AniPortrait draws the tuples into channels 0, 1, 2 (OpenCV style) and passes that array to its
+# pose guider with no BGR/RGB conversion; these maps keep channel 0 as R, so their R, G, B are the
+# guider's input channels in order.
 ANIPORTRAIT_PARTS = (
-    (FACE_OVAL, _rgb((10, 200, 10))),
-    (LEFT_EYE, _rgb((180, 200, 10))),
-    (LEFT_BROW, _rgb((180, 220, 10))),
-    (RIGHT_EYE, _rgb((10, 200, 180))),
-    (RIGHT_BROW, _rgb((10, 220, 180))),
-    (LIPS_OUTER_BOTTOM_LEFT, _rgb((10, 180, 20))),
-    (LIPS_OUTER_BOTTOM_RIGHT, _rgb((20, 10, 180))),
-    (LIPS_INNER_BOTTOM_LEFT, _rgb((100, 100, 30))),
-    (LIPS_INNER_BOTTOM_RIGHT, _rgb((100, 150, 50))),
-    (LIPS_OUTER_TOP_LEFT, _rgb((20, 80, 100))),
-    (LIPS_OUTER_TOP_RIGHT, _rgb((80, 100, 20))),
-    (LIPS_INNER_TOP_LEFT, _rgb((120, 100, 200))),
-    (LIPS_INNER_TOP_RIGHT, _rgb((150, 120, 100))),
+    (FACE_OVAL, (10, 200, 10)),
+    (LEFT_EYE, (180, 200, 10)),
+    (LEFT_BROW, (180, 220, 10)),
+    (RIGHT_EYE, (10, 200, 180)),
+    (RIGHT_BROW, (10, 220, 180)),
+    (LIPS_OUTER_BOTTOM_LEFT, (10, 180, 20)),
+    (LIPS_OUTER_BOTTOM_RIGHT, (20, 10, 180)),
+    (LIPS_INNER_BOTTOM_LEFT, (100, 100, 30)),
+    (LIPS_INNER_BOTTOM_RIGHT, (100, 150, 50)),
+    (LIPS_OUTER_TOP_LEFT, (20, 80, 100)),
+    (LIPS_OUTER_TOP_RIGHT, (80, 100, 20)),
+    (LIPS_INNER_TOP_LEFT, (120, 100, 200)),
+    (LIPS_INNER_TOP_RIGHT, (150, 120, 100)),
 )
 ANIPORTRAIT_CANVAS = 512
 ANIPORTRAIT_THICKNESS = 2
@@ -90,7 +89,8 @@ def pupils(mesh_points: np.ndarray) -> np.ndarray:
 
 
 def draw_aniportrait_face(faces: list[np.ndarray], width: int, height: int) -> np.ndarray:
-    """The AniPortrait landmark map of one frame: (height, width, 3) uint8 RGB.
+    """The AniPortrait landmark map of one frame: (height, width, 3) uint8, R, G, B being the three
+    channels AniPortrait's pose guider receives (R = the first value of its colour tuples).
 
     Each face is a (478, 3) landmark array in pixels of a width x height frame. As AniPortrait does,
     the lines are drawn 2 px thick on a 512 x 512 canvas (landmarks scaled by their frame size,

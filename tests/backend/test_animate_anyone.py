@@ -12,7 +12,7 @@ pytest.importorskip("diffusers")
 from marionette.engines.animate_anyone.checkpoints import (WeightsError, convert_to_safetensors, load_networks,
                                                             motion_module_from_diffusers, motion_module_to_diffusers,
                                                             save_release_layout)
-from marionette.engines.animate_anyone.pipeline import AnimateAnyonePipeline, frame_windows
+from marionette.engines.animate_anyone.pipeline import AnimateAnyonePipeline, aniportrait_controls, frame_windows
 
 from tiny_animate_anyone import tiny_networks
 
@@ -249,7 +249,7 @@ def test_aniportrait_guider_release_layout_and_multiscale_features(tmp_path, inp
     loaded = load_networks(tmp_path, guider="aniportrait")
     expected_state, got_state = networks.pose_guider.state_dict(), loaded.pose_guider.state_dict()
     assert all(torch.equal(expected_state[k], got_state[k]) for k in expected_state)
-    pipeline = AnimateAnyonePipeline(loaded, signed_controls=True)
+    pipeline = AnimateAnyonePipeline(loaded, guider="aniportrait")
     frames = run(pipeline, inputs, frames=4)
     assert [i for i, _ in frames] == [0, 1, 2, 3]
     # The features after the down blocks matter: without them the frames differ.
@@ -281,3 +281,110 @@ def test_aniportrait_engine_renders_face_maps(tmp_path):
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+
+
+# Large enough that the guider's coarsest features (1/64) keep a few pixels, as at real sizes: a
+# BatchNorm over a single value per channel is undefined (the original refuses it in training mode).
+# The guider tests run in float64: batch statistics of different batches with equal statistics give
+# equal features, but in float32 the rounding of the sums grows to 4e-4 through the layers.
+GUIDE_WIDTH, GUIDE_HEIGHT = 192, 256
+
+
+def random_maps(seed, count):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (GUIDE_HEIGHT, GUIDE_WIDTH, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def original_aniportrait_guider(guider):
+    """A copy of our AniPortrait guider run the way AniPortrait's released inference runs its own:
+    plain BatchNorm layers in training mode (it never calls eval()), and a forward that also pushes
+    the reference landmark map through the convolution stages and hands it to the transformers."""
+    import copy
+
+    original = copy.deepcopy(guider)
+    for stage in (original.conv_layers, original.conv_layers_1, original.conv_layers_2, original.conv_layers_3,
+                  original.conv_layers_4):
+        for index, layer in enumerate(stage):
+            if isinstance(layer, torch.nn.BatchNorm2d):
+                plain = torch.nn.BatchNorm2d(layer.num_features, eps=layer.eps).to(layer.weight.dtype)
+                plain.load_state_dict(layer.state_dict())
+                stage[index] = plain
+    original.train()
+
+    def forward(x, ref_x):
+        x = original.final_proj(original.conv_layers(x)) * original.scale
+        ref_x = original.final_proj(original.conv_layers(ref_x)) * original.scale
+        features = [x]
+        for convs, attention in ((original.conv_layers_1, original.cross_attn1),
+                                 (original.conv_layers_2, original.cross_attn2),
+                                 (original.conv_layers_3, original.cross_attn3),
+                                 (original.conv_layers_4, original.cross_attn4)):
+            x, ref_x = convs(x), convs(ref_x)
+            x = attention(x, encoder_hidden_states=ref_x, return_dict=False)[0]
+            features.append(x)
+        return features
+    return original, forward
+
+
+def test_aniportrait_guider_is_fed_as_the_original_feeds_it(inputs):
+    """Maps as 2v - 1 in the maps' channel order; per window, the window doubled for guidance, batch
+    statistics; the stored running statistics neither used nor changed; the reference map ignored."""
+    from diffusers.image_processor import VaeImageProcessor
+
+    networks, _ = tiny_networks(seed=9, guider="aniportrait")
+    pipeline = AnimateAnyonePipeline(networks, dtype=torch.float64, guider="aniportrait")
+    guider = networks.pose_guider
+    stored = {k: v.clone() for k, v in guider.state_dict().items()}
+    reference, *maps = random_maps(9, 8)
+
+    # The original's input: numpy uint8 maps through VaeImageProcessor (not divided by 255).
+    processor = VaeImageProcessor(vae_scale_factor=8, do_convert_rgb=True, do_normalize=True)
+    theirs = torch.cat([processor.preprocess(m, height=GUIDE_HEIGHT, width=GUIDE_WIDTH) for m in maps])
+    ours = aniportrait_controls(maps, GUIDE_WIDTH, GUIDE_HEIGHT)
+    assert torch.equal(ours, theirs)
+    assert ours[0, :, 5, 7].tolist() == [2.0 * v - 1 for v in maps[0][5, 7]]  # R first, as in the map
+    assert ours.min() == -1 and ours.max() == 509
+
+    windows = frame_windows(7, 4, 2)
+    assert windows == [[0, 1, 2, 3], [2, 3, 4, 5], [3, 4, 5, 6]]
+    features = pipeline._window_features(ours, windows, guided=True)
+    original, original_forward = original_aniportrait_guider(guider)
+    ref_pose = processor.preprocess(reference, height=GUIDE_HEIGHT, width=GUIDE_WIDTH).double()  # no effect
+    theirs = theirs.double()
+    worst = 0.0
+    with torch.no_grad():
+        for w, indices in enumerate(windows):
+            doubled = theirs[indices].repeat(2, 1, 1, 1)  # the original repeats before the guider
+            expected = [level[:len(indices)] for level in original_forward(doubled, ref_pose)]
+            for got, want in zip(features(w), expected, strict=True):
+                worst = max(worst, ((got - want).abs().max() / want.abs().max()).item())
+        # The guidance duplicate does not change the statistics (to rounding).
+        single = pipeline._window_features(ours, windows, guided=False)(1)
+        assert all(torch.allclose(a, b, rtol=1e-9, atol=1e-10) for a, b in zip(single, features(1)))
+        # The stored running statistics would give other features (what eval() would do).
+        original.eval()
+        evaluated = original_forward(theirs[windows[0]], ref_pose)
+    assert worst < 1e-10, worst
+    assert (evaluated[0] - features(0)[0]).abs().max() > 0.1 * features(0)[0].abs().max()
+
+    run(pipeline, inputs, frames=5)
+    assert all(torch.equal(stored[k], v) for k, v in guider.state_dict().items())  # no drift in memory
+
+
+def test_aniportrait_guider_features_depend_on_the_window():
+    """Batch statistics: a frame's features depend on the other frames of its window; a window of
+    identical frames gives the same features as the same frames in another window."""
+    networks, _ = tiny_networks(seed=10, guider="aniportrait")
+    pipeline = AnimateAnyonePipeline(networks, dtype=torch.float64, guider="aniportrait")
+    controls = aniportrait_controls(random_maps(4, 8), GUIDE_WIDTH, GUIDE_HEIGHT)
+    with torch.no_grad():
+        features = pipeline._window_features(controls, [[0, 1, 2, 3], [0, 4, 5, 6]], guided=True)
+        first, second = features(0), features(1)
+        for level_first, level_second in zip(first, second, strict=True):
+            scale = level_first[0].abs().max()
+            assert (level_first[0] - level_second[0]).abs().max() > 0.05 * scale  # frame 0 changed
+        same = pipeline._window_features(controls, [[7, 7, 7, 7], [7, 7]], guided=True)
+        for level_four, level_two in zip(same(0), same(1), strict=True):
+            assert torch.allclose(level_four[0], level_two[1], rtol=1e-9, atol=1e-10)
+        # A frame alone in its window differs from the same frame among others.
+        assert (same(0)[0][0] - pipeline._guide(controls[[7, 0]])[0][0]).abs().max() > 1e-3

@@ -5,7 +5,7 @@
     image_encoder/                            transformers CLIPVisionModelWithProjection folder
     denoising_unet.pth    SD UNet key names (no motion modules)
     reference_unet.pth    SD UNet key names (the output head's keys, if present, are not used)
-    pose_guider.pth       ControlNetConditioningEmbedding key names
+    pose_guider.pth       Moore: ControlNetConditioningEmbedding key names; AniPortrait: its PoseGuider's
     motion_module.pth     original AnimateDiff key names (mapped below)
 Each .pth may be replaced by a .safetensors twin (`marionette convert-weights` writes them). Pickled
 files are read with weights_only=True. Nothing is ever downloaded.
@@ -21,10 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..base import EngineError
-from .models import (Networks, build_aniportrait_pose_guider, build_denoising_unet, build_pose_guider,
+from .models import (GUIDERS, Networks, build_aniportrait_pose_guider, build_denoising_unet, build_pose_guider,
                      build_reference_unet, ddim_scheduler)
-
-GUIDERS = ("animate-anyone", "aniportrait")  # Moore-AnimateAnyone's guider, or AniPortrait's
 
 UNET_CONFIG = Path("stable-diffusion-v1-5") / "unet" / "config.json"
 VAE_FOLDER = "sd-vae-ft-mse"

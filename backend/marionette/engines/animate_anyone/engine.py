@@ -37,8 +37,7 @@ class AnimateAnyoneEngine:
             "dtype": {"type": "str", "default": None, "help": "float16, bfloat16 or float32"},
         })
 
-    guider = "animate-anyone"  # whose pose guider the weights folder holds
-    signed_controls = False  # control maps in [0, 1]
+    guider = "animate-anyone"  # whose pose guider the weights folder holds (and so how it is fed)
 
     def __init__(self):
         self._loaded: dict[tuple, AnimateAnyonePipeline] = {}  # a loaded model serves the next job too
@@ -48,7 +47,7 @@ class AnimateAnyoneEngine:
         if key not in self._loaded:
             self._loaded.clear()  # one model in memory at a time
             self._loaded[key] = AnimateAnyonePipeline(load_networks(weights, self.guider), device, dtype,
-                                                      signed_controls=self.signed_controls)
+                                                      guider=self.guider)
         return self._loaded[key]
 
     def render(self, job: JobInputs, start: int, stop: threading.Event) -> Iterator[tuple[int, np.ndarray]]:
@@ -67,22 +66,27 @@ class AnimateAnyoneEngine:
         if dtype_name not in DTYPES:
             raise EngineError(f"unknown dtype '{dtype_name}'; use one of {', '.join(DTYPES)}")
         pipeline = self.pipeline(settings["weights"], device, DTYPES[dtype_name])
+        defaults = {name: spec["default"] for name, spec in self.info.settings.items()}
         frames = pipeline(job.reference, job.control_maps, job.width, job.height,
-                          steps=int(settings.get("steps", 25)), guidance=float(settings.get("guidance", 3.5)),
-                          seed=int(settings.get("seed", 42)), window=int(settings.get("window", 24)),
-                          overlap=int(settings.get("overlap", 4)), stop=stop)
+                          steps=int(settings.get("steps", defaults["steps"])),
+                          guidance=float(settings.get("guidance", defaults["guidance"])),
+                          seed=int(settings.get("seed", defaults["seed"])),
+                          window=int(settings.get("window", defaults["window"])),
+                          overlap=int(settings.get("overlap", defaults["overlap"])), stop=stop)
         for index, image in frames:
             if index >= start:  # a resumed job recomputes (same seed, same frames) and skips what exists
                 yield index, image
 
 
 class AniPortraitEngine(AnimateAnyoneEngine):
-    """AniPortrait: the same networks and loop, its own pose guider, driven by face-landmark maps."""
+    """AniPortrait: the same networks and loop, its own pose guider (fed as its released inference
+    feeds it), driven by face-landmark maps. Windows of 16 frames, as that inference uses: the guider's
+    features depend on the frames that share a window."""
 
     info = EngineInfo(
         name="aniportrait",
         description="AniPortrait (face landmarks to portrait video); needs the released weights",
-        styles=("aniportrait-face",), device=default_device(), needs_weights=True, size_multiple=8, window=24,
-        settings=AnimateAnyoneEngine.info.settings)
+        styles=("aniportrait-face",), device=default_device(), needs_weights=True, size_multiple=8, window=16,
+        settings={**AnimateAnyoneEngine.info.settings,
+                  "window": {"type": "int", "default": 16, "help": "frames per window"}})
     guider = "aniportrait"
-    signed_controls = True  # control maps in [-1, 1]

@@ -13,8 +13,10 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from diffusers.models.controlnets.controlnet import ControlNetConditioningEmbedding
 from torch import nn
+from torch.nn import functional as F
 from transformers import CLIPVisionModelWithProjection
 
+GUIDERS = ("animate-anyone", "aniportrait")  # Moore-AnimateAnyone's pose guider, or AniPortrait's
 POSE_GUIDER_CHANNELS = (16, 32, 96, 256)
 MOTION_MAX_FRAMES = 32
 LATENT_SCALE = 0.18215
@@ -100,6 +102,16 @@ class Networks:
         return self
 
 
+class BatchStatisticsNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d that always normalises with the mean and (biased) variance of the batch it gets,
+    as a BatchNorm layer in training mode does, whatever train()/eval() says. The stored running
+    statistics keep their checkpoint keys but are neither used nor updated, so a loaded model does
+    not change from one generation to the next."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, None, None, self.weight, self.bias, training=True, eps=self.eps)
+
+
 class AniPortraitPoseGuider(nn.Module):
     """AniPortrait's pose guider, module for module as released (so its checkpoint keys match).
 
@@ -108,8 +120,14 @@ class AniPortraitPoseGuider(nn.Module):
     denoiser's conv_in), then four stages to 1/16, 1/32, 1/64, 1/64 with widths C, 2C, 4C, 4C, each
     followed by a transformer (added after the denoiser's four down blocks). The released model
     builds those transformers as cross-attention to the reference's landmark map, but its blocks
-    have no cross-attention layer, so they attend to the pose features alone; that is what this
-    does. Input: landmark map in [-1, 1]. Output: five feature maps, finest first.
+    have no cross-attention layer, so they attend to the pose features alone and the reference map
+    has no effect; this takes no reference map.
+
+    As AniPortrait's released inference runs it: its BatchNorm layers use the statistics of the batch
+    (the original never calls eval()), so the features of a frame depend on the other frames of the
+    batch, and the batch is what the caller decides (the pipeline: one window). Input: (frames, 3,
+    H, W) landmark maps as the original feeds them, 2 * v - 1 for each uint8 value v. Output: five
+    feature maps, finest first.
     """
 
     RELEASE_HEADS, RELEASE_HEAD_DIM = 16, 88
@@ -121,7 +139,8 @@ class AniPortraitPoseGuider(nn.Module):
         def stage(pairs):
             layers = []
             for in_c, out_c, kernel, stride in pairs:
-                layers += [nn.Conv2d(in_c, out_c, kernel, stride=stride, padding=1), nn.BatchNorm2d(out_c), nn.ReLU()]
+                layers += [nn.Conv2d(in_c, out_c, kernel, stride=stride, padding=1), BatchStatisticsNorm2d(out_c),
+                           nn.ReLU()]
             return nn.Sequential(*layers)
 
         self.conv_layers = stage([(3, 3, 3, 1), (3, 16, 4, 2), (16, 16, 3, 1), (16, 32, 4, 2), (32, 32, 3, 1),

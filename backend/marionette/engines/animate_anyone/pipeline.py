@@ -13,12 +13,19 @@ reference implementation's "closed loop" lets a shot's last frames shape its fir
 frame is decoded and emitted during the last step as soon as the last window holding it is done,
 instead of after the whole clip. A clip no longer than one window is computed exactly as the
 reference implementation computes it.
+
+AniPortrait (Zejun-Yang/AniPortrait, scripts/vid2vid.py and its long-video pipeline) runs the same
+loop but feeds its own pose guider differently, and so does this with guider="aniportrait": the
+landmark maps reach the guider as 2 * v - 1 for each uint8 value v, channels as drawn; the guider
+runs once per window on that window's frames, doubled for guidance as the original doubles them,
+and its BatchNorm layers normalise with the statistics of that batch. The original also passes the
+reference's landmark map, which has no effect on the output; it is not used here.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -29,7 +36,8 @@ try:  # the PIL processor: the default one wants torchvision, which the project 
 except ImportError:
     from transformers import CLIPImageProcessor
 
-from .models import LATENT_SCALE, Networks
+from ...images import resize_to
+from .models import GUIDERS, LATENT_SCALE, Networks
 from .reference_attention import ReferenceBank, install
 
 CLIP_SIZE = 224
@@ -45,12 +53,24 @@ def frame_windows(frames: int, window: int, overlap: int) -> list[list[int]]:
     return [list(range(start, start + window)) for start in starts]
 
 
+def aniportrait_controls(control_maps: list[np.ndarray], width: int, height: int) -> torch.Tensor:
+    """AniPortrait's guider input as its released inference builds it: (frames, 3, height, width)
+    float32, 2 * v - 1 for each uint8 value v (0..255), channels in the maps' own order (R, G, B of
+    an `aniportrait-face` map). Its scripts hand numpy uint8 maps to diffusers' VaeImageProcessor,
+    which maps [0, 1] to [-1, 1] but does not divide numpy input by 255 first."""
+    maps = [resize_to(np.ascontiguousarray(m[..., :3]), width, height) for m in control_maps]
+    return torch.from_numpy(np.stack(maps)).permute(0, 3, 1, 2).float() * 2 - 1
+
+
 class AnimateAnyonePipeline:
-    """`signed_controls`: the guider takes control maps in [-1, 1] (AniPortrait) instead of [0, 1]
-    (Moore-AnimateAnyone)."""
+    """`guider`: whose pose guider the networks hold, which says how it is fed: "animate-anyone"
+    (Moore: RGB maps in [0, 1], each frame on its own) or "aniportrait" (see the module docstring)."""
 
     def __init__(self, networks: Networks, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 signed_controls: bool = False):
+                 guider: str = "animate-anyone"):
+        if guider not in GUIDERS:
+            raise ValueError(f"unknown pose guider '{guider}'; one of {', '.join(GUIDERS)}")
+        self.guider = guider
         self.networks = networks.to(torch.device(device), dtype)
         self.device, self.dtype = torch.device(device), dtype
         self.bank = ReferenceBank()
@@ -62,8 +82,7 @@ class AnimateAnyonePipeline:
         for index, block in enumerate(networks.denoising_unet.down_blocks):
             block.register_forward_hook(self._add_pose_features(index + 1))
         self.reference_processor = VaeImageProcessor(vae_scale_factor=8)  # [-1, 1]
-        self.control_processor = VaeImageProcessor(vae_scale_factor=8, do_convert_rgb=True,
-                                                   do_normalize=signed_controls)
+        self.control_processor = VaeImageProcessor(vae_scale_factor=8, do_convert_rgb=True, do_normalize=False)
         self.clip_processor = CLIPImageProcessor()
 
     def _add_pose_features(self, level: int):
@@ -80,6 +99,38 @@ class AnimateAnyonePipeline:
         """The guider's feature maps for a batch of control maps, as a list (finest first)."""
         features = self.networks.pose_guider(controls.to(self.device, self.dtype))
         return list(features) if isinstance(features, (list, tuple)) else [features]
+
+    def _controls(self, control_maps: list[np.ndarray], width: int, height: int) -> torch.Tensor:
+        """The guider's input for every frame, (frames, 3, height, width)."""
+        if self.guider == "aniportrait":
+            return aniportrait_controls(control_maps, width, height)
+        return torch.cat([self.control_processor.preprocess(Image.fromarray(np.ascontiguousarray(m[..., :3])),
+                                                            height=height, width=width) for m in control_maps])
+
+    def _window_features(self, controls: torch.Tensor, windows: list[list[int]],
+                         guided: bool) -> Callable[[int], list[torch.Tensor]]:
+        """window number -> the guider's features of that window's frames (one list entry per level,
+        each (window frames, C, h, w)).
+
+        Moore's guider treats every frame on its own: all frames once, in chunks. AniPortrait's
+        normalises with the statistics of its batch, which in the original is the window's frames
+        repeated for the two guidance halves (before the guider, so identical halves: the same
+        statistics as one); a frame thus has other features in each window holding it. A window's
+        features are the same at every step, so each is computed once.
+        """
+        if self.guider != "aniportrait":
+            chunks = [self._guide(chunk) for chunk in controls.split(16)]
+            every_frame = [torch.cat(level) for level in zip(*chunks)]
+            return lambda w: [level[windows[w]] for level in every_frame]
+        computed: dict[int, list[torch.Tensor]] = {}
+
+        def features(w: int) -> list[torch.Tensor]:
+            if w not in computed:
+                frames = controls[windows[w]]
+                batch = torch.cat([frames, frames]) if guided else frames
+                computed[w] = [level[:len(frames)].clone() for level in self._guide(batch)]
+            return computed[w]
+        return features
 
     @torch.no_grad()
     def __call__(self, reference: np.ndarray, control_maps: list[np.ndarray], width: int, height: int,
@@ -105,10 +156,8 @@ class AnimateAnyonePipeline:
         nets.reference_unet(reference_latents, torch.zeros((), device=device), encoder_hidden_states=embeds,
                             return_dict=False)
 
-        controls = torch.cat([self.control_processor.preprocess(Image.fromarray(np.ascontiguousarray(m[..., :3])),
-                                                                height=height, width=width) for m in control_maps])
-        chunks = [self._guide(chunk) for chunk in controls.split(16)]
-        pose_features = [torch.cat(level) for level in zip(*chunks)]
+        windows = frame_windows(frames, window, overlap)
+        pose_features = self._window_features(self._controls(control_maps, width, height), windows, guided)
 
         scheduler = nets.scheduler
         scheduler.set_timesteps(steps, device=device)
@@ -117,7 +166,6 @@ class AnimateAnyonePipeline:
         latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(device, dtype)
         latents = latents * scheduler.init_noise_sigma
 
-        windows = frame_windows(frames, window, overlap)
         last_window = {frame: w for w, indices in enumerate(windows) for frame in indices}
         halves = 2 if guided else 1
         for step, timestep in enumerate(scheduler.timesteps):
@@ -128,7 +176,7 @@ class AnimateAnyonePipeline:
                 if stop is not None and stop.is_set():
                     return
                 prediction[:, :, indices] += self._denoise(latents[:, :, indices], timestep, embeds,
-                                                           [level[indices] for level in pose_features], guided)
+                                                           pose_features(w), guided)
                 counter[:, :, indices] += 1
                 if final:
                     done = [f for f in indices if last_window[f] == w]
