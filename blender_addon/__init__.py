@@ -1,8 +1,8 @@
 """Marionette: control maps (pose maps, keypoints) from Blender rigs for character-animation models."""
 
-from . import gui, operators, preferences, properties
+from . import engine_settings, gui, lip_sync_operator, operators, preferences, properties
 
-_modules = (preferences, properties, operators, gui)
+_modules = (preferences, engine_settings, properties, operators, lip_sync_operator, gui)
 
 
 def register():

@@ -27,6 +27,11 @@ def strips(editor: bpy.types.SequenceEditor):
     return editor.strips if _has(editor, "strips") else editor.sequences
 
 
+def strips_property(editor: bpy.types.SequenceEditor) -> str:
+    """The name of the strips collection, for UI search fields (prop_search)."""
+    return "strips" if _has(editor, "strips") else "sequences"
+
+
 def all_strips(editor: bpy.types.SequenceEditor):
     """Every strip, inside meta strips too."""
     return editor.strips_all if _has(editor, "strips_all") else editor.sequences_all

@@ -20,8 +20,9 @@ from pathlib import Path
 import bpy
 
 from .core import openpose_json
-from .core.face import draw_aniportrait_face
+from .core.face import draw_face_map
 from .core.keypoints import PersonKeypoints
+from .core.masks import draw_rig_mask
 from .core.png import encode_png
 from .core.rasterize import draw_pose_map
 from .face_binding import FaceBindingError, FaceSampler, bound_faces
@@ -29,8 +30,8 @@ from .rig_mapping import MappingError
 from .rig_sampling import (CharacterSampler, SamplingError, add_face, build_mapping, camera_matrices,
                            project_person, render_size)
 
-PASSES = ("pose", "keypoints", "face")  # face: only when a character has a bound face
-STYLE_IDS = {"DWPOSE": "dwpose", "OPENPOSE": "openpose"}
+PASSES = ("pose", "keypoints", "face", "mask")  # face: only with a bound face; mask: when asked for
+STYLE_IDS = {"DWPOSE": "dwpose", "OPENPOSE": "openpose", "WAN": "wan"}
 GIL_SWITCH_INTERVAL = 0.0002  # seconds
 
 
@@ -41,12 +42,14 @@ class ControlMapError(Exception):
 @dataclass
 class JobSettings:
     output_dir: Path
-    style: str
+    style: str  # the pose maps' drawing convention
     depth_order: bool
     width: int
     height: int
     frame_start: int
     frame_end: int
+    mask: bool = False  # also the rig mask pass (white = the characters)
+    face_style: str = "aniportrait-face"  # the face maps' drawing convention (with a bound face)
 
 
 def armatures_to_render(scene: bpy.types.Scene, context) -> list[bpy.types.Object]:
@@ -77,7 +80,8 @@ def job_settings(scene: bpy.types.Scene, max_resolution: int, frame_start: int |
         raise ControlMapError(f"the output folder '{settings.output_dir}' is relative to the .blend file, "
                               f"which is not saved yet; save it or choose an absolute folder")
     output = Path(bpy.path.abspath(settings.output_dir))
-    return JobSettings(output, STYLE_IDS[settings.pose_style], settings.depth_order, width, height, start, end)
+    return JobSettings(output, STYLE_IDS[settings.pose_style], settings.depth_order, width, height, start, end,
+                       settings.mask_pass)
 
 
 class ControlMapJob:
@@ -120,7 +124,8 @@ class ControlMapJob:
 
     @property
     def passes(self) -> tuple[str, ...]:
-        return PASSES if self.has_faces else PASSES[:2]
+        wanted = {"pose", "keypoints", "face" if self.has_faces else "", "mask" if self.settings.mask else ""}
+        return tuple(name for name in PASSES if name in wanted)
 
     @property
     def progress(self) -> float:
@@ -133,7 +138,7 @@ class ControlMapJob:
         frame = self.frames[self.next_index]
         people = sample_people(self.scene, self.samplers, frame, self.settings.width, self.settings.height)
         self._collect_finished(limit=2 * self.workers)
-        self.pending.append(self.pool.submit(_write_frame, self.staging, frame, people, self.settings, self.has_faces))
+        self.pending.append(self.pool.submit(_write_frame, self.staging, frame, people, self.settings, self.passes))
         self.next_index += 1
         return self.next_index < len(self.frames)
 
@@ -146,6 +151,8 @@ class ControlMapJob:
             _replace_folder(self.staging / name, control / name)
         if "face" not in self.passes and (control / "face").is_dir():
             shutil.rmtree(control / "face")  # maps of a face no longer bound would not match this run
+        if "mask" not in self.passes and (control / "mask").is_dir():
+            shutil.rmtree(control / "mask")  # a mask of an earlier run would not match this one
         shutil.rmtree(self.staging, ignore_errors=True)
         self._set_frame(self.original_frame)
         sys.setswitchinterval(self.switch_interval)
@@ -236,14 +243,17 @@ def _make_staging(output_dir: Path) -> Path:
 
 
 def _write_frame(staging: Path, frame: int, people: list[PersonKeypoints], settings: JobSettings,
-                 faces: bool) -> None:
+                 passes: tuple[str, ...]) -> None:
     """Worker thread: draw and write one frame's files (no bpy here)."""
     image = draw_pose_map(people, settings.width, settings.height, settings.style, settings.depth_order)
     stem = f"{frame:06d}"
     (staging / "pose" / f"{stem}.png").write_bytes(encode_png(image))
-    if faces:
+    if "mask" in passes:
+        (staging / "mask" / f"{stem}.png").write_bytes(encode_png(draw_rig_mask(people, settings.width,
+                                                                                settings.height)))
+    if "face" in passes:
         meshes = [p.points["face_mesh_keypoints_2d"] for p in people if "face_mesh_keypoints_2d" in p.points]
-        face_map = draw_aniportrait_face(meshes, settings.width, settings.height)
+        face_map = draw_face_map(meshes, settings.width, settings.height, settings.face_style)
         (staging / "face" / f"{stem}.png").write_bytes(encode_png(face_map))
     (staging / "keypoints" / f"{stem}.json").write_text(
         openpose_json.dumps(people, settings.width, settings.height), encoding="utf-8")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import tempfile
 import threading
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import bpy
 
-from . import backend_process, vse
+from . import backend_process, compat, engine_settings, vse
 from .backend_process import BackendSettings
 from .control_maps import ControlMapError, ControlMapJob, armatures_to_render, job_settings, keypoints_at
 from .core.client import BackendError
@@ -30,37 +31,118 @@ class GenerationError(Exception):
     """Bad input or a failed job; the message names the cause and the fix."""
 
 
+# The track styles this extension knows how to make, and the control-map pass that holds each.
+POSE_STYLES = ("dwpose", "openpose", "wan")
+FACE_STYLES = ("aniportrait-face", "echomimic-face")
+PASS_OF_STYLE = {**{style: "pose" for style in POSE_STYLES}, **{style: "face" for style in FACE_STYLES},
+                 "rig-mask": "mask", "background": "background"}
+TEXT_INPUTS = ("prompt", "negative_prompt")  # scene.marionette holds these
+
+
 @dataclass
 class StreamPlan:
-    """What the worker thread needs; plain data, no bpy."""
+    """What the worker thread needs to connect; plain data, no bpy."""
     backend: BackendSettings
     frames_dir: Path
-    job: dict | None = None  # a new job to submit (settings: every candidate; the engine's are kept) ...
-    reference_png: bytes = b""
-    control_dir: Path | None = None  # control/pose and control/face, sent when the engine draws from maps
-    maps_style: str = "dwpose"  # the style control/pose was drawn in
-    resume_job_id: str | None = None  # ... or a job to re-attach to
+    resume_job_id: str | None = None  # re-attach to this job instead of submitting one
     resume_from: int = 0
     auto_start: bool = False
     log_folder: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "marionette")
 
 
+@dataclass
+class Submission:
+    """A job for the worker to submit, once the control maps are drawn; plain data, no bpy."""
+    job: dict
+    reference_png: bytes
+    track_folders: dict[str, Path]  # track name -> folder of <frame:06d>.png
+    audio: bytes | None = None  # the frame range's sound, a 16 kHz mono WAV
+
+
+@dataclass
+class TrackPlan:
+    """What Generate must render for an engine, from the inputs it declares."""
+    pose_style: str | None = None
+    face_style: str | None = None
+    audio: bool = False
+    mask: bool = False
+    background: bool = False
+    tracks: dict[str, str] = field(default_factory=dict)  # track name -> control pass folder
+    required: set[str] = field(default_factory=set)  # the track names the engine cannot do without
+    texts: tuple[str, ...] = ()
+
+
+def plan_tracks(engine: dict, background_strip: str) -> TrackPlan:
+    """The passes and tracks an engine's declared inputs ask for; GenerationError for one this
+    extension cannot make."""
+    plan = TrackPlan()
+    texts = []
+    for spec in engine.get("inputs", []):
+        name, kind, style = spec.get("name", ""), spec.get("kind"), spec.get("style")
+        required = spec.get("required", True)
+        if kind == "text":
+            if name in TEXT_INPUTS:
+                texts.append(name)
+            continue
+        if kind == "audio":
+            plan.audio = True
+            continue
+        if kind != "images":
+            if required:
+                raise GenerationError(f"engine '{engine['name']}' needs a '{kind}' input ({name}), which this "
+                                      f"version of the extension cannot send; update Marionette")
+            continue
+        folder = PASS_OF_STYLE.get(style)
+        if folder == "background" and not background_strip:
+            if required:
+                raise GenerationError(f"engine '{engine['name']}' needs a background plate; pick the strip in "
+                                      f"Marionette > Generate > Background Strip")
+            continue
+        if folder is None:
+            if required:
+                raise GenerationError(f"engine '{engine['name']}' needs '{name}' images in the '{style}' style, "
+                                      f"which this version of the extension cannot make; update Marionette")
+            continue
+        plan.tracks[name] = folder
+        if required:
+            plan.required.add(name)
+        if folder == "pose":
+            plan.pose_style = style
+        if folder == "face":
+            plan.face_style = style
+        plan.mask |= folder == "mask"
+        plan.background |= folder == "background"
+    plan.texts = tuple(texts)
+    return plan
+
+
 class GenerationSession:
-    """One Generate (or Resume) run. Drive it with pump() until it returns False."""
+    """One Generate (or Resume) run. Drive it with pump() until it returns False.
+
+    Generate first connects (the engine's declared inputs say which control maps to draw), then
+    draws the maps on the main thread, then hands the job to the worker, which submits it and
+    writes the frames as they arrive. Resume connects and re-attaches.
+    """
 
     def __init__(self, context, backend: BackendSettings, max_resolution: int, resume: bool = False,
-                 auto_start: bool = False):
+                 auto_start: bool = False, settings_override: dict | None = None):
         self.scene = context.scene
+        self.context_armatures = armatures_to_render(self.scene, context)
         self.events: queue.Queue = queue.Queue()
+        self.submissions: queue.Queue = queue.Queue()  # main thread -> worker: the job, or None
         self.stop = threading.Event()
         self.worker: threading.Thread | None = None
         self.map_job: ControlMapJob | None = None
+        self.background_job: BackgroundPlateJob | None = None
         self.received = 0
         self.total = 0
         self.job_id: str | None = None
         self.result: str | None = None  # "done", "cancelled" or the error message
         self.failed = False
         self.pending_strip = False
+        self.extra_passes: set[str] = set()  # engine outputs beside the frames (e.g. face crops)
+        self.max_resolution = max_resolution
+        self.settings_override = dict(settings_override or {})
         settings = self.scene.marionette
         self.output_dir = Path(bpy.path.abspath(settings.output_dir))
         self.backend = backend
@@ -72,16 +154,17 @@ class GenerationSession:
             self.total = settings.last_job_frame_count
             self.job_id = settings.last_job_id
             self.received = _frames_on_disk(self.output_dir / "frames", self.frame_start, self.total)
-            self.phase = "connect"
-            self._plan = StreamPlan(backend, self.output_dir / "frames", resume_job_id=self.job_id,
-                                    resume_from=self.received, auto_start=auto_start)
+            plan = StreamPlan(backend, self.output_dir / "frames", resume_job_id=self.job_id,
+                              resume_from=self.received, auto_start=auto_start)
         else:
             self._check_inputs(context)
-            map_settings = job_settings(self.scene, max_resolution)
-            self.frame_start = map_settings.frame_start
-            self.armatures = armatures_to_render(self.scene, context)
-            self.map_job = ControlMapJob(self.scene, self.armatures, map_settings)
-            self.phase = "maps"
+            self.map_settings = job_settings(self.scene, max_resolution)  # validated before connecting
+            self.frame_start = self.map_settings.frame_start
+            plan = StreamPlan(backend, self.output_dir / "frames", auto_start=auto_start)
+        self.phase = "connect"
+        self.worker = threading.Thread(target=_stream, args=(plan, self.events, self.submissions, self.stop),
+                                       name="marionette-backend", daemon=True)
+        self.worker.start()
 
     # --- main thread -----------------------------------------------------------------------
 
@@ -89,32 +172,41 @@ class GenerationSession:
     def progress(self) -> float:
         if self.phase == "maps" and self.map_job is not None:
             return 0.2 * self.map_job.progress
+        if self.phase == "background" and self.background_job is not None:
+            return 0.2 * self.background_job.progress
         return 0.2 + 0.8 * (self.received / self.total if self.total else 0.0)
 
     @property
     def status(self) -> str:
+        if self.phase == "connect":
+            return "connecting"
         if self.phase == "maps":
             return "control maps"
+        if self.phase == "background":
+            return "background plate"
         return f"frame {self.received}/{self.total}" if self.total else "waiting for the backend"
 
     def pump(self, budget: float = 0.05) -> bool:
         """Do a slice of work; False once the session has ended (see `result`, `failed`)."""
         deadline = time.perf_counter() + budget
-        if self.phase == "maps":
-            try:
+        try:
+            if self.phase == "maps":
                 while time.perf_counter() < deadline:
                     if not self.map_job.step():
                         self._maps_done()
                         break
-            except ControlMapError as error:
+                return True
+            if self.phase == "background":
+                while time.perf_counter() < deadline:
+                    if not self.background_job.step():
+                        self._submit()
+                        break
+                return True
+        except (ControlMapError, GenerationError) as error:
+            if self.map_job is not None and self.phase == "maps":
                 self.map_job.abort()
-                return self._end(str(error), failed=True)
-            return True
-        if self.phase == "connect":
-            self.worker = threading.Thread(target=_stream, args=(self._plan, self.events, self.stop),
-                                           name="marionette-backend", daemon=True)
-            self.worker.start()
-            self.phase = "stream"
+            self.submissions.put(None)
+            return self._end(str(error), failed=True)
         while True:
             try:
                 event = self.events.get_nowait()
@@ -123,13 +215,23 @@ class GenerationSession:
             kind = event[0]
             if kind == "capabilities":
                 remember_capabilities(event[1])
+                if self.phase == "connect" and self.job_id is None:
+                    try:
+                        self._start_maps()
+                    except (ControlMapError, GenerationError) as error:
+                        self.submissions.put(None)
+                        return self._end(str(error), failed=True)
+                    return True
+                self.phase = "stream"
             elif kind == "accepted":
                 self.job_id, self.total = event[1], event[2]
                 settings = self.scene.marionette
                 settings.last_job_id, settings.last_job_frame_start = self.job_id, self.frame_start
                 settings.last_job_frame_count = self.total
+                self.phase = "stream"
             elif kind == "frame":
                 self.received = max(self.received, event[1] + 1)
+                self.extra_passes.update(event[2])
                 self.pending_strip = True
             elif kind in ("done", "cancelled"):
                 self._update_strip()
@@ -142,38 +244,80 @@ class GenerationSession:
 
     def cancel(self) -> None:
         """Esc: stop the control maps, or ask the backend to cancel the job; frames so far stay."""
-        if self.phase == "maps" and self.map_job is not None:
-            self.map_job.abort()
+        if self.phase in ("connect", "maps", "background"):
+            if self.map_job is not None and self.phase == "maps":
+                self.map_job.abort()
+            self.stop.set()
+            self.submissions.put(None)
             self._end("cancelled")
         else:
             self.stop.set()
 
+    def _start_maps(self) -> None:
+        """The backend answered: draw what its engine asks for."""
+        marionette = self.scene.marionette
+        engine = engine_settings.declared_engines.get(marionette.engine)
+        if engine is None:
+            raise GenerationError(f"the backend has no engine '{marionette.engine}'; it offers "
+                                  f"{', '.join(engine_settings.declared_engines) or 'none'}")
+        self.engine = engine
+        self.tracks = plan_tracks(engine, marionette.background_strip)
+        if self.tracks.pose_style:
+            self.map_settings.style = self.tracks.pose_style
+        if self.tracks.face_style:
+            self.map_settings.face_style = self.tracks.face_style
+        self.map_settings.mask = self.map_settings.mask or self.tracks.mask
+        self.armatures = self.context_armatures
+        self.map_job = ControlMapJob(self.scene, self.armatures, self.map_settings)
+        if self.tracks.face_style and not self.map_job.has_faces:
+            face_tracks = [name for name, folder in self.tracks.tracks.items() if folder == "face"]
+            if self.tracks.required.intersection(face_tracks):
+                self.map_job.abort()
+                raise GenerationError(f"engine '{engine['name']}' draws from face-landmark maps; bind a face to "
+                                      f"the character (Marionette > Face) and generate again")
+            for name in face_tracks:  # optional: the engine does without them
+                del self.tracks.tracks[name]
+        self.phase = "maps"
+
     def _maps_done(self) -> None:
         summary = self.map_job.finish()
         settings = self.map_job.settings
-        for name in ("pose", "face"):
+        for name in ("pose", "face", "mask"):
             if name in summary["passes"]:
                 vse.set_image_sequence_strip(self.scene, name, settings.output_dir / "control" / name,
                                              settings.frame_start, summary["frames"])
         self.total = summary["frames"]
-        self._plan = self._build_plan(settings)
-        self.phase = "connect"
+        if self.tracks.background:
+            self.background_job = BackgroundPlateJob(self.scene, self.scene.marionette.background_strip,
+                                                     settings)
+            self.phase = "background"
+        else:
+            self._submit()
 
-    def _build_plan(self, map_settings) -> StreamPlan:
+    def _submit(self) -> None:
+        settings = self.map_settings
         marionette = self.scene.marionette
-        frames = list(range(map_settings.frame_start, map_settings.frame_end + 1))
-        control = map_settings.output_dir / "control"
+        frames = list(range(settings.frame_start, settings.frame_end + 1))
+        control = settings.output_dir / "control"
         poses = [json.loads((control / "keypoints" / f"{frame:06d}.json").read_text()) for frame in frames]
         reference_pose = keypoints_at(self.scene, self.armatures, marionette.reference_frame,
-                                      map_settings.width, map_settings.height)
-        candidates = {"seed": marionette.seed, "steps": marionette.steps, "guidance": marionette.guidance}
-        if marionette.weights_dir:
-            candidates["weights"] = bpy.path.abspath(marionette.weights_dir)
-        job = {"engine": marionette.engine, "settings": candidates, "width": map_settings.width,
-               "height": map_settings.height, "frames": frames, "reference_pose": reference_pose, "poses": poses}
-        return StreamPlan(self.backend, self.output_dir / "frames", job=job,
-                          reference_png=reference_image_png(marionette.reference_image),
-                          control_dir=control, maps_style=map_settings.style, auto_start=self.auto_start)
+                                      settings.width, settings.height)
+        values = {**engine_settings.settings_for(self.scene, marionette.engine), **self.settings_override}
+        declared = self.engine.get("settings", {})
+        unknown = sorted(set(self.settings_override) - set(declared))
+        if unknown:
+            raise GenerationError(f"engine '{marionette.engine}' has no setting {', '.join(unknown)}; it has "
+                                  f"{', '.join(declared) or 'none'}")
+        job = {"engine": marionette.engine, "settings": {k: v for k, v in values.items() if k in declared},
+               "width": settings.width, "height": settings.height, "frames": frames,
+               "reference_pose": reference_pose, "poses": poses,
+               "fps": self.scene.render.fps / self.scene.render.fps_base,
+               "text": {name: getattr(marionette, name) for name in self.tracks.texts if getattr(marionette, name)}}
+        folders = {track: control / folder for track, folder in self.tracks.tracks.items()}
+        audio = mix_scene_sound(self.scene, settings.frame_start, settings.frame_end, control) \
+            if self.tracks.audio else None
+        self.submissions.put(Submission(job, reference_image_png(marionette.reference_image), folders, audio))
+        self.phase = "submitted"
 
     def _check_inputs(self, context) -> None:
         settings = self.scene.marionette
@@ -187,6 +331,9 @@ class GenerationSession:
             return  # never touch the VSE while Blender renders or saves; the next pump does it
         vse.set_image_sequence_strip(self.scene, "frames", self.output_dir / "frames", self.frame_start,
                                      self.received, grow=True)
+        for name in sorted(self.extra_passes):
+            vse.set_image_sequence_strip(self.scene, name, self.output_dir / name, self.frame_start,
+                                         self.received, grow=True)
         self.pending_strip = False
 
     def _end(self, result: str, failed: bool = False) -> bool:
@@ -222,35 +369,130 @@ def reference_image_png(image: bpy.types.Image) -> bytes:
         return target.read_bytes()
 
 
-_engines_cache: dict[str, dict] = {}
-
-
 def remember_capabilities(capabilities: dict) -> None:
-    """Keep the connected backend's engines, for the panel's engine list and for submitting."""
-    _engines_cache.clear()
-    for engine in capabilities.get("engines", []):
-        _engines_cache[engine["name"]] = engine
+    """Keep the connected backend's engines: the panel's engine list and each engine's settings."""
+    engine_settings.remember_engines(capabilities)
     engines = bpy.context.window_manager.marionette_engines
     engines.clear()
-    for name, engine in _engines_cache.items():
+    for name, engine in engine_settings.declared_engines.items():
         item = engines.add()
         item.name, item.description = name, engine.get("description", "")
+    for scene in bpy.data.scenes:
+        engine_settings.sync_scene(scene)
+
+
+def mix_scene_sound(scene: bpy.types.Scene, frame_start: int, frame_end: int, folder: Path) -> bytes:
+    """The scene's sound over the frame range, mixed by Blender as a 16 kHz mono WAV (frame i of the
+    job is at i / fps seconds into it)."""
+    editor = scene.sequence_editor
+    if editor is None or not any(strip.type == "SOUND" and not strip.mute for strip in compat.all_strips(editor)):
+        raise GenerationError("this engine animates to the scene's sound: add the dialogue or song as a sound strip "
+                              "in the Video Sequencer")
+    path = folder / "sound.wav"
+    saved = scene.frame_start, scene.frame_end
+    try:
+        scene.frame_start, scene.frame_end = frame_start, frame_end
+        with bpy.context.temp_override(scene=scene):
+            result = bpy.ops.sound.mixdown(filepath=str(path), check_existing=False, container="WAV", codec="PCM",
+                                           format="S16", mixrate=16000, channels="MONO")
+    finally:
+        scene.frame_start, scene.frame_end = saved
+    if result != {"FINISHED"} or not path.is_file():
+        raise GenerationError(f"Blender could not mix the scene's sound into {path}")
+    return path.read_bytes()
+
+
+class BackgroundPlateJob:
+    """The background plate of a replace-mode job: the chosen VSE strip rendered alone, frame by frame,
+    at the job's size into control/background/<frame:06d>.png (image sequences and movies alike,
+    with the strip's own transform). One frame per step(), so the UI stays responsive."""
+
+    def __init__(self, scene: bpy.types.Scene, strip_name: str, settings):
+        editor = scene.sequence_editor
+        strip = compat.strips(editor).get(strip_name) if editor is not None else None
+        if strip is None or strip.type not in ("IMAGE", "MOVIE"):
+            raise GenerationError(f"the background strip '{strip_name}' is not an image-sequence or movie strip "
+                                  f"of this scene; pick one in Marionette > Generate")
+        self.frames = list(range(settings.frame_start, settings.frame_end + 1))
+        self.folder = settings.output_dir / "control" / "background"
+        self.staging = settings.output_dir / "control" / ".staging-background"
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir(parents=True)
+        self.plate = bpy.data.scenes.new("Marionette background plate")
+        self.plate.render.resolution_x, self.plate.render.resolution_y = settings.width, settings.height
+        self.plate.render.resolution_percentage = 100
+        self.plate.render.use_sequencer = True
+        self.plate.render.image_settings.file_format = "PNG"
+        self.plate.render.image_settings.color_mode = "RGB"
+        self.plate.render.fps, self.plate.render.fps_base = scene.render.fps, scene.render.fps_base
+        copy = strip_copy(strip, self.plate)
+        copy.channel = 1
+        self.next_index = 0
+
+    @property
+    def progress(self) -> float:
+        return self.next_index / len(self.frames)
+
+    def step(self) -> bool:
+        if self.next_index >= len(self.frames):
+            return False
+        frame = self.frames[self.next_index]
+        self.plate.frame_set(frame)
+        self.plate.render.filepath = str(self.staging / f"{frame:06d}.png")
+        try:
+            bpy.ops.render.render(write_still=True, scene=self.plate.name)
+        except RuntimeError as error:
+            self.close()
+            raise GenerationError(f"cannot render the background plate at frame {frame}: {error}") from None
+        self.next_index += 1
+        if self.next_index < len(self.frames):
+            return True
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.staging.rename(self.folder)
+        self.close()
+        return False
+
+    def close(self) -> None:
+        if self.plate is not None:
+            bpy.data.scenes.remove(self.plate)
+            self.plate = None
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def strip_copy(strip, scene: bpy.types.Scene):
+    """The same media as `strip`, at the same frames, as a strip of `scene`."""
+    editor = scene.sequence_editor or scene.sequence_editor_create()
+    strips = compat.strips(editor)
+    start = compat.strip_content_start(strip)
+    if strip.type == "MOVIE":
+        copy = strips.new_movie(name=strip.name, filepath=strip.filepath, channel=1, frame_start=start)
+    else:
+        directory = bpy.path.abspath(strip.directory)
+        copy = strips.new_image(name=strip.name, filepath=str(Path(directory) / strip.elements[0].filename),
+                                channel=1, frame_start=start)
+        for element in strip.elements[1:]:
+            copy.elements.append(element.filename)
+    return copy
 
 
 # --- worker thread (no bpy) ------------------------------------------------------------------
 
-def _stream(plan: StreamPlan, events: queue.Queue, stop: threading.Event) -> None:
-    """Connect (starting a local backend if allowed), submit or re-attach, then write every frame
-    that arrives until the job ends."""
+def _stream(plan: StreamPlan, events: queue.Queue, submissions: queue.Queue, stop: threading.Event) -> None:
+    """Connect (starting a local backend if allowed); then re-attach, or wait for the job the main
+    thread prepares and submit it; then write every frame that arrives until the job ends."""
+    client = None
     try:
-        client = _connect(plan)
+        client = connect_backend(plan)
         events.put(("capabilities", client.capabilities))
         if plan.resume_job_id:
             attached = client.attach(plan.resume_job_id, plan.resume_from)
             job_id, total = attached["job_id"], attached["total"]
         else:
-            job, maps = _job_for_engine(plan, client.capabilities)
-            accepted = client.submit(job, plan.reference_png, maps)
+            submission = _wait_for(submissions, stop)
+            if submission is None:
+                return  # cancelled, or the control maps failed: the main thread has said so
+            accepted = client.submit(submission.job, submission.reference_png, _read_tracks(submission),
+                                     submission.audio)
             job_id, total = accepted["job_id"], accepted["total"]
         events.put(("accepted", job_id, total))
         plan.frames_dir.mkdir(parents=True, exist_ok=True)
@@ -267,19 +509,50 @@ def _stream(plan: StreamPlan, events: queue.Queue, stop: threading.Event) -> Non
                     continue
                 raise
             if message.type == "frame" and message.header["job_id"] == job_id:
-                _write_atomically(plan.frames_dir / f"{message.header['frame']:06d}.png", message.attachments[0])
-                events.put(("frame", message.header["index"]))
+                frame = message.header["frame"]
+                extras = []
+                for meta, data in zip(message.header.get("attachments", [])[1:], message.attachments[1:]):
+                    name = meta["name"].removesuffix(".png")  # an engine output beside the frame
+                    folder = plan.frames_dir.parent / name
+                    folder.mkdir(exist_ok=True)
+                    _write_atomically(folder / f"{frame:06d}.png", data)
+                    extras.append(name)
+                _write_atomically(plan.frames_dir / f"{frame:06d}.png", message.attachments[0])
+                events.put(("frame", message.header["index"], extras))
             elif message.type in ("done", "cancelled") and message.header.get("job_id") == job_id:
                 events.put((message.type,))
                 break
-        client.close()
     except BackendError as error:
         events.put(("error", _explain(error)))
     except OSError as error:
         events.put(("error", f"cannot write frames to {plan.frames_dir}: {error.strerror or error}"))
+    finally:
+        if client is not None:
+            client.close()
 
 
-def _connect(plan: StreamPlan):
+def _wait_for(submissions: queue.Queue, stop: threading.Event):
+    while not stop.is_set():
+        try:
+            return submissions.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            continue
+    return None
+
+
+def _read_tracks(submission: Submission) -> dict[str, list[bytes]]:
+    """Each track's PNGs, one per job frame, in frame order."""
+    tracks = {}
+    for name, folder in submission.track_folders.items():
+        try:
+            tracks[name] = [(folder / f"{frame:06d}.png").read_bytes() for frame in submission.job["frames"]]
+        except OSError as error:
+            raise BackendError("bad_request", f"the '{name}' images are missing in {folder}: "
+                                              f"{error.strerror or error}") from None
+    return tracks
+
+
+def connect_backend(plan: StreamPlan):
     """A connected client; with auto-start, a missing local backend (or its token) starts one."""
     try:
         client = plan.backend.client(timeout=60.0)
@@ -293,32 +566,6 @@ def _connect(plan: StreamPlan):
     client = plan.backend.client(timeout=60.0)
     client.connect()
     return client
-
-
-def _job_for_engine(plan: StreamPlan, capabilities: dict) -> tuple[dict, list[bytes]]:
-    """The job with the settings the engine declares, and the control maps if it draws from maps."""
-    engines = {engine["name"]: engine for engine in capabilities.get("engines", [])}
-    engine = engines.get(plan.job["engine"])
-    if engine is None:
-        raise BackendError("unknown_engine", f"the backend has no engine '{plan.job['engine']}'; it offers "
-                                             f"{', '.join(engines) or 'none'}")
-    declared = engine.get("settings", {})
-    job = {**plan.job, "settings": {k: v for k, v in plan.job["settings"].items() if k in declared}}
-    maps = []
-    styles = engine.get("styles", [])
-    if "keypoints" not in styles:
-        if "aniportrait-face" in styles:
-            folder = plan.control_dir / "face"
-            if not folder.is_dir():
-                raise BackendError("bad_request", f"engine '{engine['name']}' draws from face-landmark maps; bind a "
-                                                  f"face to the character (Marionette > Face) and generate again")
-        elif plan.maps_style in styles:
-            folder = plan.control_dir / "pose"
-        else:
-            raise BackendError("bad_request", f"engine '{engine['name']}' was trained on {' or '.join(styles)} maps; "
-                                              f"set Marionette > Control Maps > Pose Style to match")
-        maps = [(folder / f"{frame:06d}.png").read_bytes() for frame in job["frames"]]
-    return job, maps
 
 
 def _explain(error: BackendError) -> str:

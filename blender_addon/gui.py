@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators
+from . import compat, engine_settings, operators
 from .rig_mapping import MappingError
 from .rig_sampling import build_mapping
 
@@ -40,6 +40,7 @@ class MARIONETTE_PT_control_maps(_SidebarPanel, bpy.types.Panel):
         layout.prop(settings, "output_dir")
         layout.prop(settings, "pose_style")
         layout.prop(settings, "depth_order")
+        layout.prop(settings, "mask_pass")
 
         layout.label(text="Characters (empty: the selected armatures)")
         row = layout.row()
@@ -75,11 +76,19 @@ class MARIONETTE_PT_generate(_SidebarPanel, bpy.types.Panel):
             layout.prop_search(settings, "engine", context.window_manager, "marionette_engines")
         else:
             layout.prop(settings, "engine")
-        if settings.engine != "warp":  # the diffusion engines' settings
-            layout.prop(settings, "seed")
-            layout.prop(settings, "steps")
-            layout.prop(settings, "guidance")
-            layout.prop(settings, "weights_dir")
+        engine = engine_settings.declared_engines.get(settings.engine)
+        if engine is not None:
+            inputs = {spec.get("name"): spec for spec in engine.get("inputs", [])}
+            for name in ("prompt", "negative_prompt"):
+                if name in inputs:
+                    layout.prop(settings, name)
+            if any(spec.get("style") == "background" for spec in inputs.values()):
+                if context.scene.sequence_editor is not None:
+                    layout.prop_search(settings, "background_strip", context.scene.sequence_editor,
+                                       compat.strips_property(context.scene.sequence_editor))
+                else:
+                    layout.prop(settings, "background_strip")
+        engine_settings.draw(layout.column(), context.scene, settings.engine)
 
         session = operators.active_session
         if session is not None:
@@ -119,6 +128,7 @@ class MARIONETTE_PT_face(_SidebarPanel, bpy.types.Panel):
         layout.label(text="its landmarks then join that character's maps.")
         layout.operator("marionette.bind_face", icon="SHAPEKEY_DATA")
         layout.operator("marionette.import_face_capture", icon="IMPORT")
+        layout.operator("marionette.lip_sync", icon="SPEAKER")
 
 
 class MARIONETTE_PT_rig_mapping(_SidebarPanel, bpy.types.Panel):

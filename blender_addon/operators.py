@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -275,8 +276,17 @@ class _GenerateBase:
     def _start(self, context) -> bool:
         prefs = preferences(context)
         try:
+            override = json.loads(self.settings) if getattr(self, "settings", "") else {}
+            if not isinstance(override, dict):
+                raise ValueError("not an object")
+        except ValueError as error:
+            self.report({"ERROR"}, f"'settings' must be a JSON object of engine settings, e.g. "
+                                   f'{{"steps": 20}}: {error}')
+            return False
+        try:
             self._session = GenerationSession(context, backend_settings(context), prefs.max_resolution,
-                                              resume=self.resume, auto_start=prefs.auto_start)
+                                              resume=self.resume, auto_start=prefs.auto_start,
+                                              settings_override=override)
         except (GenerationError, ControlMapError) as error:
             self.report({"ERROR"}, str(error))
             return False
@@ -368,6 +378,11 @@ class MARIONETTE_OT_generate(_GenerateBase, bpy.types.Operator):
     bl_idname = "marionette.generate"
     bl_label = "Generate"
     bl_options = {"REGISTER"}
+
+    settings: bpy.props.StringProperty(
+        name="Settings", default="", options={"SKIP_SAVE"},
+        description='Engine settings as JSON, over the panel\'s values, e.g. {"weights": "/models/x", '
+                    '"steps": 20} (for scripts and render farms)')
 
 
 class MARIONETTE_OT_resume(_GenerateBase, bpy.types.Operator):

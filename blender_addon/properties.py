@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, FloatVectorProperty,
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatVectorProperty,
                        IntProperty, PointerProperty, StringProperty)
 
 from .compat import BLEND_RELATIVE_PATH
+from .engine_settings import MARIONETTE_PG_engine_setting
 from .core.keypoints import RIG_POINTS
 from .rig_mapping import load_presets
 
@@ -49,12 +50,18 @@ class MARIONETTE_PG_scene(bpy.types.PropertyGroup):
         name="Pose Style", default="DWPOSE",
         items=[("DWPOSE", "DWPose", "Body, hands and face dots, limbs dimmed: the pose videos "
                                     "AnimateAnyone-family models were trained on"),
-               ("OPENPOSE", "OpenPose", "Body only, limbs blended: the ControlNet 1.0 OpenPose annotator")],
+               ("OPENPOSE", "OpenPose", "Body only, limbs blended: the ControlNet 1.0 OpenPose annotator"),
+               ("WAN", "Wan", "Body with toes and thin hands, stick width from the frame size: the pose videos "
+                              "of Wan2.2-Animate")],
         description="Drawing convention of the pose maps; pick the one your model was trained on")
     depth_order: BoolProperty(
         name="Far to Near", default=False,
         description="Draw far limbs first so near ones cover them (occlusion cues). Off draws in the "
                     "convention's fixed order, which is what the released models saw in training")
+    mask_pass: BoolProperty(
+        name="Rig Mask", default=False,
+        description="Also write control/mask: white where the characters are (limbs, head and hands, with a "
+                    "margin), for compositing and for replace-mode engines")
     characters: CollectionProperty(type=MARIONETTE_PG_character)
     active_character_index: IntProperty(default=0)
 
@@ -67,13 +74,17 @@ class MARIONETTE_PG_scene(bpy.types.PropertyGroup):
         description="The frame at which the rig is posed over the reference image")
     engine: StringProperty(name="Engine", default="warp",
                            description="The backend engine that animates the reference image")
-    seed: IntProperty(name="Seed", default=42, min=0, description="Diffusion engines: the noise seed")
-    steps: IntProperty(name="Steps", default=25, min=1, max=200, description="Diffusion engines: denoising steps")
-    guidance: FloatProperty(name="Guidance", default=3.5, min=0.0, max=30.0,
-                            description="Diffusion engines: classifier-free guidance scale")
-    weights_dir: StringProperty(name="Weights Folder", subtype="DIR_PATH", default="", options=BLEND_RELATIVE_PATH,
-                                description="Diffusion engines: the folder with the released checkpoints, on "
-                                            "the backend's machine")
+    engine_settings: CollectionProperty(type=MARIONETTE_PG_engine_setting)
+    prompt: StringProperty(
+        name="Prompt", default="",
+        description="For engines that take a prompt: what the video shows (empty: the engine's default)")
+    negative_prompt: StringProperty(
+        name="Negative Prompt", default="",
+        description="For engines that take a prompt: what the video should not show")
+    background_strip: StringProperty(
+        name="Background Strip",
+        description="For replace-mode engines: the VSE image-sequence or movie strip whose frames the "
+                    "character is generated into (a rendered set or a live-action plate)")
     # The last job, for Resume.
     last_job_id: StringProperty(default="")
     last_job_frame_start: IntProperty(default=1)

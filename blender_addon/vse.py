@@ -9,7 +9,7 @@ import bpy
 from . import compat
 
 STRIP_PREFIX = "Marionette "
-DEFAULT_CHANNELS = {"face": 1, "pose": 2, "frames": 3}  # generated frames above the maps
+DEFAULT_CHANNELS = {"mask": 1, "face": 2, "pose": 3, "face_crops": 4, "frames": 5}  # frames above the maps
 
 
 def render_or_save_running() -> bool:

@@ -122,3 +122,37 @@ def draw_aniportrait_face(faces, width, height, part_edges):
                 if face[a][2] > 0 and face[b][2] > 0:
                     cv2.line(canvas, pixel(a), pixel(b), colour, 2)
     return cv2.resize(canvas, (width, height))
+
+
+# EchoMimic's pose-mode visualiser (src/utils/draw_utils.py, FaceMeshVisualizer(draw_iris=False,
+# draw_mouse=False)): its colour tuples in its drawing order: left eye, right eye, left brow, right
+# brow; then the pupil squares (right iris centre 468, left 473) and the nose tip (4).
+ECHOMIMIC_COLOURS = [(180, 200, 10), (10, 200, 180), (180, 220, 10), (10, 220, 180)]
+ECHOMIMIC_POINTS = [(468, (10, 200, 250)), (473, (250, 200, 10)), (4, (200, 200, 200))]
+
+
+def draw_echomimic_face(faces, width, height, part_edges):
+    """EchoMimic's landmark drawing: cv2.line 2 px thick on a 512x512 canvas from landmarks
+    normalised by the frame size, then each marked point as the array slice [y-3:y+3, x-3:x+3] at
+    x = int(512 * x_normalised) (normalised values held in float32, as its landmark list holds them,
+    points outside [0, 1) skipped), then cv2.resize to the frame; returned as drawn (no BGR/RGB swap).
+    `part_edges`: the edges of each part, in the order of ECHOMIMIC_COLOURS."""
+    size = 512
+    canvas = np.zeros((size, size, 3), dtype=np.uint8)
+    for face in faces:
+        def pixel(i):
+            return (min(math.floor(face[i][0] / width * size), size - 1),
+                    min(math.floor(face[i][1] / height * size), size - 1))
+        for edges, colour in zip(part_edges, ECHOMIMIC_COLOURS, strict=True):
+            for a, b in edges:
+                if face[a][2] > 0 and face[b][2] > 0:
+                    cv2.line(canvas, pixel(a), pixel(b), colour, 2)
+        for index, colour in ECHOMIMIC_POINTS:
+            if face[index][2] <= 0:
+                continue
+            x, y = float(np.float32(face[index][0] / width)), float(np.float32(face[index][1] / height))
+            if x >= 1.0 or x < 0 or y >= 1.0 or y < 0:
+                continue
+            px, py = int(size * x), int(size * y)
+            canvas[py - 3:py + 3, px - 3:px + 3, :] = colour
+    return cv2.resize(canvas, (width, height))

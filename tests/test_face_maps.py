@@ -1,12 +1,13 @@
-"""Face landmark maps (aniportrait-face) against an OpenCV rendering, and the face conventions."""
+"""Face landmark maps (aniportrait-face, echomimic-face) against an OpenCV rendering, and the face
+conventions."""
 
 import numpy as np
 import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from marionette_core.face import (ANIPORTRAIT_PARTS, FACE_MESH_COUNT, IBUG68_FROM_MESH, LEFT_EYE,
-                                  draw_aniportrait_face, ibug68, pupils, resize_bilinear)
+from marionette_core.face import (ANIPORTRAIT_PARTS, ECHOMIMIC_PARTS, FACE_MESH_COUNT, IBUG68_FROM_MESH, LEFT_EYE,
+                                  draw_aniportrait_face, draw_face_map, ibug68, pupils, resize_bilinear)
 from marionette_core.png import encode_png
 
 import opencv_reference
@@ -79,3 +80,75 @@ def test_ibug68_and_pupils():
     assert np.allclose(pupils(face)[:, 0], [468, 473])
     face[468:, 2] = 0  # no irises: the pupils come from the eye contours
     assert pupils(face)[:, 2].tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("width,height", [(512, 512), (512, 768), (1024, 576)])
+def test_echomimic_face_map_matches_opencv(width, height):
+    """Eyes and brows as lines, pupils and nose tip as EchoMimic's squares, channels as drawn."""
+    rng = np.random.default_rng(width * 7 + height)
+    edges = [part_edges for part_edges, _ in ECHOMIMIC_PARTS]
+    worst_all = worst_drawn = 1.0
+    for trial in range(10):
+        faces = [random_face(rng, width, height) for _ in range(rng.integers(1, 3))]
+        for face in faces:
+            face[[4, 468, 473], 2] = 1  # the marked points present (a missing iris has a fallback; see below)
+        if trial == 0:  # squares at the canvas edges follow the original's slice rules
+            faces[0][4, :2] = (1.0, 1.0)
+            faces[0][468, :2] = (width - 0.5, height * 0.5)
+        ours = draw_face_map(faces, width, height, "echomimic-face")
+        reference = opencv_reference.draw_echomimic_face(faces, width, height, edges)
+        close = np.abs(ours.astype(int) - reference.astype(int)).max(axis=2) <= 2
+        drawn = (ours.max(axis=2) > 0) | (reference.max(axis=2) > 0)
+        assert drawn.sum() > 0.002 * width * height
+        worst_all, worst_drawn = min(worst_all, close.mean()), min(worst_drawn, close[drawn].mean())
+    assert worst_all >= 0.9999 and worst_drawn >= 0.999, (worst_all, worst_drawn)
+
+
+@pytest.mark.parametrize("width,height", [(512, 512), (256, 320), (64, 64)])
+def test_echomimic_squares_match_opencv_exactly(width, height):
+    """The pupil and nose squares alone (no lines), at the canvas edges too: the same pixels."""
+    rng = np.random.default_rng(width + height)
+    for trial in range(12):
+        face = np.zeros((FACE_MESH_COUNT, 3))
+        face[[4, 468, 473]] = np.column_stack([rng.uniform(-0.05, 1.05, 3) * width,
+                                               rng.uniform(-0.05, 1.05, 3) * height, np.ones(3)])
+        if trial == 0:
+            face[4, :2], face[468, :2], face[473, :2] = (0.5, 0.5), (width - 0.1, 2.0), (width / 2, height)
+        ours = draw_face_map([face], width, height, "echomimic-face")
+        reference = opencv_reference.draw_echomimic_face([face], width, height, [e for e, _ in ECHOMIMIC_PARTS])
+        assert np.array_equal(ours, reference), trial
+
+
+def test_echomimic_face_map_parts_and_colours():
+    rng = np.random.default_rng(11)
+    face = random_face(rng, 512, 512)
+    face[:, 2] = 1
+    ours = draw_face_map([face], 512, 512, "echomimic-face")
+    colours = {tuple(int(v) for v in pixel) for pixel in ours[ours.max(axis=2) > 0]}
+    assert colours <= {(180, 200, 10), (10, 200, 180), (180, 220, 10), (10, 220, 180), (10, 200, 250),
+                       (250, 200, 10), (200, 200, 200)}
+    assert {(10, 200, 250), (250, 200, 10), (200, 200, 200)} <= colours
+    x, y = (int(v) for v in face[4, :2])
+    assert (ours[y - 3:y + 3, x - 3:x + 3] == (200, 200, 200)).all()  # the nose square, drawn last
+    # No mouth, no face oval: only eyes, brows and the three squares are drawn.
+    only = face.copy()
+    only[:, 2] = 0
+    only[[4, 468, 473], 2] = 1
+    squares = draw_face_map([only], 512, 512, "echomimic-face")
+    assert (squares.max(axis=2) > 0).sum() <= 3 * 36
+    # A face without irises still gets pupils, at the eye-contour centres.
+    no_iris = face.copy()
+    no_iris[468:, 2] = 0
+    marked = draw_face_map([no_iris], 512, 512, "echomimic-face")
+    px, py = (int(v) for v in pupils(no_iris)[0][:2])
+    assert (marked[py - 3:py + 3, px - 3:px + 3] == (10, 200, 250)).all()
+
+
+def test_draw_face_map_styles():
+    rng = np.random.default_rng(12)
+    faces = [random_face(rng, 300, 200)]
+    assert np.array_equal(draw_face_map(faces, 300, 200, "aniportrait-face"), draw_aniportrait_face(faces, 300, 200))
+    assert not np.array_equal(draw_face_map(faces, 300, 200, "echomimic-face"),
+                              draw_face_map(faces, 300, 200, "aniportrait-face"))
+    with pytest.raises(ValueError, match="unknown face map style 'nope'"):
+        draw_face_map(faces, 300, 200, "nope")

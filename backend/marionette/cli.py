@@ -1,4 +1,4 @@
-"""The `marionette` command: serve, render, token."""
+"""The `marionette` command: serve, render, lip-sync, convert-weights, token."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from marionette_core.protocol import DEFAULT_PORT
 from .auth import default_store, default_token_file, load_or_create_token
 from .engines import EngineError, EngineRegistry
 from .images import ImageError, encode_png
-from .jobs import JobError, build_inputs, write_atomically
+from .jobs import JobError, build_inputs, check_tracks, write_atomically
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -31,25 +31,36 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--token-file", type=Path, default=default_token_file(),
                        help="token clients must present; created on first start (default: %(default)s)")
 
-    render = commands.add_parser("render", help="run an engine offline on files (one PNG per pose file)")
+    render = commands.add_parser("render", help="run an engine offline on files (one PNG per frame)")
     render.add_argument("--engine", default="warp")
     render.add_argument("--reference", type=Path, required=True, help="reference image of the character")
     render.add_argument("--reference-pose", type=Path,
-                        help="OpenPose JSON of the rig posed over the reference image (warp)")
+                        help="OpenPose JSON of the rig posed over the reference image")
     render.add_argument("--poses", type=Path, help="folder of OpenPose JSON files, one per frame")
-    render.add_argument("--maps", type=Path, help="folder of control-map PNGs, one per frame (diffusion engines)")
-    render.add_argument("--out", type=Path, required=True, help="folder for the frames (same stems as the poses)")
+    render.add_argument("--maps", type=Path,
+                        help="folder of the control maps the engine draws from (its pose or face maps), one PNG "
+                             "per frame")
+    render.add_argument("--face-maps", type=Path,
+                        help="wan-animate: folder of 512x512 face crops (default: made from --poses)")
+    render.add_argument("--background", type=Path, help="replace mode: folder of background plate frames")
+    render.add_argument("--mask", type=Path, help="replace mode: folder of masks (white = generate)")
+    render.add_argument("--track", action="append", default=[], metavar="NAME=DIR",
+                        help="any other image track the engine declares, e.g. --track face_crops=crops/")
+    render.add_argument("--prompt", help="engines that take a prompt: what the video shows")
+    render.add_argument("--negative-prompt", help="engines that take a prompt: what it should not show")
+    render.add_argument("--mode", help="wan-animate: animate or replace")
+    render.add_argument("--out", type=Path, required=True, help="folder for the frames (same stems as the inputs)")
     render.add_argument("--width", type=int)
     render.add_argument("--height", type=int)
-    render.add_argument("--weights", type=Path, help="diffusion engines: folder laid out like pretrained_weights/")
-    render.add_argument("--steps", type=int, help="diffusion engines: DDIM steps (default 25)")
-    render.add_argument("--guidance", type=float, help="diffusion engines: guidance scale (default 3.5)")
-    render.add_argument("--seed", type=int, help="diffusion engines: noise seed (default 42)")
-    render.add_argument("--window", type=int, help="diffusion engines: frames per window (default 24)")
-    render.add_argument("--overlap", type=int, help="diffusion engines: frames shared by windows (default 4)")
+    render.add_argument("--weights", type=Path, help="diffusion engines: the folder of the released weights")
+    render.add_argument("--steps", type=int, help="diffusion engines: denoising steps")
+    render.add_argument("--guidance", type=float, help="diffusion engines: guidance scale")
+    render.add_argument("--seed", type=int, help="diffusion engines: noise seed")
+    render.add_argument("--window", type=int, help="animate-anyone, aniportrait: frames per window")
+    render.add_argument("--overlap", type=int, help="animate-anyone, aniportrait: frames shared by windows")
     render.add_argument("--device", help="diffusion engines: cuda or cpu")
     render.add_argument("--dtype", help="diffusion engines: float16, bfloat16 or float32")
-    render.add_argument("--settings", default="{}", help="other engine settings as JSON, e.g. '{\"person\": 0}'")
+    render.add_argument("--settings", default="{}", help="other engine settings as JSON, e.g. '{\"carry\": 5}'")
 
     convert = commands.add_parser("convert-weights", help="write .safetensors twins of the released .pth files")
     convert.add_argument("folder", type=Path, help="the weights folder (laid out like pretrained_weights/)")
@@ -57,12 +68,24 @@ def main(argv: list[str] | None = None) -> int:
     token = commands.add_parser("token", help="print the token clients need (creating it if missing)")
     token.add_argument("--token-file", type=Path, default=default_token_file())
 
+    lip_sync = commands.add_parser(
+        "lip-sync", help="face landmark offsets of a sound (AniPortrait's audio2mesh), for Blender's Lip Sync")
+    lip_sync.add_argument("--weights", type=Path, required=True,
+                          help="folder with audio2mesh.pt (and wav2vec2-base-960h/, as AniPortrait's release)")
+    lip_sync.add_argument("--audio", type=Path, required=True, help="the sound: WAV, FLAC, MP3, OGG, M4A...")
+    lip_sync.add_argument("--fps", type=float, required=True, help="frames per second of the Blender scene")
+    lip_sync.add_argument("--out", type=Path, required=True,
+                          help="offsets file for Lip Sync's offsets_file: .json (or .npz)")
+    lip_sync.add_argument("--device", help="cuda or cpu (default: cuda where there is one)")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
             return run_server(args)
         if args.command == "render":
             return run_render(args)
+        if args.command == "lip-sync":
+            return run_lip_sync(args)
         if args.command == "convert-weights":
             from .engines.animate_anyone.checkpoints import convert_to_safetensors
 
@@ -98,38 +121,99 @@ def run_server(args) -> int:
     return 0
 
 
+SETTING_OPTIONS = ("weights", "steps", "guidance", "seed", "window", "overlap", "device", "dtype", "mode")
+
+
 def run_render(args) -> int:
-    if args.poses is None and args.maps is None:
-        raise JobError("give --poses (keypoints, for warp) or --maps (control maps, for diffusion engines)")
+    engine = EngineRegistry().get(args.engine)
+    info = engine.info
+    folders = _track_folders(args, info)
     pose_files = sorted(args.poses.glob("*.json")) if args.poses else []
     if args.poses and not pose_files:
         raise JobError(f"no OpenPose JSON files in {args.poses}")
-    map_files = sorted(args.maps.glob("*.png")) if args.maps else []
-    if args.maps and not map_files:
-        raise JobError(f"no control-map PNGs in {args.maps}")
-    if pose_files and map_files and len(map_files) != len(pose_files):
-        raise JobError(f"{len(map_files)} control maps in {args.maps} for {len(pose_files)} pose files")
-    names = [path.stem for path in (map_files or pose_files)]
+    tracks = {}
+    for name, folder in folders.items():
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")) \
+            if folder.is_dir() else []
+        if not files:
+            raise JobError(f"no PNG or JPEG images in {folder} (the '{name}' track)")
+        tracks[name] = files
+    counts = {len(files) for files in tracks.values()} | ({len(pose_files)} if pose_files else set())
+    if len(counts) > 1:
+        raise JobError("the inputs disagree on the number of frames: " + ", ".join(
+            [f"{len(files)} '{name}' images" for name, files in tracks.items()] +
+            ([f"{len(pose_files)} pose files"] if pose_files else [])))
+    if not counts:
+        raise JobError(f"nothing to render: give --poses and the tracks engine '{info.name}' needs")
+    frames = counts.pop()
+    names = [path.stem for path in (pose_files or next(iter(tracks.values())))]
     try:
         settings = json.loads(args.settings)
-        for name in ("weights", "steps", "guidance", "seed", "window", "overlap", "device", "dtype"):
-            if getattr(args, name) is not None:
-                settings[name] = str(getattr(args, name)) if name == "weights" else getattr(args, name)
-        poses = [json.loads(path.read_text()) for path in pose_files] or [{"people": []}] * len(map_files)
+        if not isinstance(settings, dict):
+            raise JobError("--settings must be a JSON object")
+        for name in SETTING_OPTIONS:
+            value = getattr(args, name)
+            if value is not None and name in info.settings:
+                settings[name] = str(value) if name == "weights" else value
+            elif value is not None:
+                raise JobError(f"engine '{info.name}' has no setting '{name}' (it has {', '.join(info.settings)})")
+        poses = [json.loads(path.read_text()) for path in pose_files] or [{"people": []}] * frames
         reference_pose = json.loads(args.reference_pose.read_text()) if args.reference_pose else {"people": []}
     except json.JSONDecodeError as error:
         raise JobError(f"not JSON: {error}") from None
-    engine = EngineRegistry().get(args.engine)
-    if "keypoints" in engine.info.styles and not (args.reference_pose and pose_files):
-        raise JobError(f"the {args.engine} engine follows keypoints: give --reference-pose and --poses")
-    if "keypoints" not in engine.info.styles and not map_files:
-        raise JobError(f"the {args.engine} engine draws from control maps: give --maps")
-    inputs = build_inputs(args.reference.read_bytes(), reference_pose, poses,
-                          [path.read_bytes() for path in map_files], args.width, args.height, settings)
+    if not info.inputs and not (args.reference_pose and pose_files):
+        raise JobError(f"the {info.name} engine follows keypoints: give --reference-pose and --poses")
+    text = {name: value for name, value in (("prompt", args.prompt), ("negative_prompt", args.negative_prompt))
+            if value is not None}
+    inputs = build_inputs(args.reference.read_bytes(), reference_pose, poses, tracks, args.width, args.height,
+                          info.validate_settings(settings), text=text)
+    check_tracks(info, inputs.tracks, frames)
     args.out.mkdir(parents=True, exist_ok=True)
-    for index, image in engine.render(inputs, 0, threading.Event()):
+    for output in engine.render(inputs, 0, threading.Event()):
+        index, image, extras = output if len(output) == 3 else (*output, {})
         write_atomically(args.out / f"{names[index]}.png", encode_png(image))
+        for name, extra in extras.items():
+            (args.out / name).mkdir(exist_ok=True)
+            write_atomically(args.out / name / f"{names[index]}.png", encode_png(extra))
     print(f"{len(names)} frames written to {args.out}")
+    return 0
+
+
+def _track_folders(args, info) -> dict[str, Path]:
+    """Image tracks from the command line, by the engine's input names: --maps is the engine's first
+    drawn track (its pose or face maps), --face-maps its face crops; --track NAME=DIR any other."""
+    folders = {}
+    drawn = [spec.name for spec in info.inputs if spec.kind == "images" and spec.style not in
+             ("face-crop", "background", "rig-mask")]
+    named = {"face-crop": args.face_maps, "background": args.background, "rig-mask": args.mask}
+    if args.maps is not None:
+        if not drawn:
+            raise JobError(f"the {info.name} engine takes no control maps; give --poses")
+        folders[drawn[0]] = args.maps
+    for spec in info.inputs:
+        if spec.kind == "images" and named.get(spec.style) is not None:
+            folders[spec.name] = named[spec.style]
+    for option, value in (("--face-maps", args.face_maps), ("--background", args.background),
+                          ("--mask", args.mask)):
+        if value is not None and value not in folders.values():
+            raise JobError(f"the {info.name} engine takes no {option}")
+    for item in args.track:
+        name, _, folder = item.partition("=")
+        if not folder or info.track(name) is None:
+            raise JobError(f"--track {item!r}: give NAME=DIR with a track the {info.name} engine declares "
+                           f"({', '.join(s.name for s in info.inputs if s.kind == 'images') or 'none'})")
+        folders[name] = Path(folder)
+    return folders
+
+
+def run_lip_sync(args) -> int:
+    from .audio import SAMPLE_RATE, load_audio
+    from .lip_sync import predict_offsets, write_offsets_file
+
+    samples = load_audio(args.audio)
+    offsets = predict_offsets(args.weights, samples, args.fps, device=args.device)
+    write_offsets_file(args.out, offsets, args.fps, len(samples) / SAMPLE_RATE)
+    print(f"{len(offsets)} frames of face landmark offsets at {args.fps:g} fps written to {args.out}")
     return 0
 
 

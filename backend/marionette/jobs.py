@@ -4,9 +4,12 @@
                      inputs/reference.png
                      inputs/reference_pose.json
                      inputs/poses/<index:06d>.json
-                     inputs/maps/<index:06d>.png   (engines that take control maps)
+                     inputs/tracks/<name>/<index:06d>.png   (the image tracks the engine declares)
+                     inputs/audio              (engines that take sound: the file as sent)
+                     state/                    (what an engine keeps to resume exactly)
                      status.json           {"state": queued|running|done|failed|cancelled, ...}
                      frames/<index:06d>.png
+                     outputs/<name>/<index:06d>.png   (an engine's other per-frame outputs)
 
 A job folder appears whole (written aside, then renamed into place); status and frames are written
 to a temporary name and renamed, so a reader or a restarted backend never sees half a file. The
@@ -23,15 +26,19 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from marionette_core import openpose_json
+from marionette_core.image_header import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
 from marionette_core.keypoints import PersonKeypoints
 
-from .engines.base import JobInputs
-from .images import decode_image, resize_to
+from .engines.base import EngineInfo, JobInputs
+from .images import ImageTrack, check_image, decode_image, resize_to
+
+TRACK_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 JOB_ID = re.compile(r"[0-9a-f]{32}")
 UNFINISHED = ("queued", "running")
@@ -78,8 +85,8 @@ class JobStore:
         return JOB_ID.fullmatch(str(job_id)) is not None and (self.root / job_id / "job.json").is_file()
 
     def create(self, spec: dict, reference_png: bytes, reference_pose: dict, poses: list[dict],
-               maps: list[bytes]) -> str:
-        """Store a new job (queued) and return its id."""
+               tracks: dict[str, list[bytes]], audio: bytes | None = None) -> str:
+        """Store a new job (queued) and return its id. Track names are checked (TRACK_NAME) first."""
         job_id = uuid.uuid4().hex
         incoming = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.root))
         try:
@@ -89,10 +96,14 @@ class JobStore:
             (incoming / "inputs" / "reference_pose.json").write_text(json.dumps(reference_pose))
             for index, pose in enumerate(poses):
                 (incoming / "inputs" / "poses" / f"{index:06d}.json").write_text(json.dumps(pose))
-            if maps:
-                (incoming / "inputs" / "maps").mkdir()
-                for index, data in enumerate(maps):
-                    (incoming / "inputs" / "maps" / f"{index:06d}.png").write_bytes(data)
+            for name, images in tracks.items():
+                folder = incoming / "inputs" / "tracks" / check_track_name(name)
+                folder.mkdir(parents=True)
+                for index, data in enumerate(images):
+                    (folder / f"{index:06d}.png").write_bytes(data)
+            if audio is not None:
+                (incoming / "inputs" / "audio").write_bytes(audio)
+            (incoming / "state").mkdir()
             (incoming / "job.json").write_text(json.dumps({**spec, "id": job_id, "created": time.time()}))
             (incoming / "status.json").write_text(json.dumps({"state": "queued", "updated": time.time()}))
             incoming.rename(self.root / job_id)
@@ -114,8 +125,21 @@ class JobStore:
     def frame_path(self, job_id: str, index: int) -> Path:
         return self.folder(job_id) / "frames" / f"{index:06d}.png"
 
-    def write_frame(self, job_id: str, index: int, png: bytes) -> None:
+    def write_frame(self, job_id: str, index: int, png: bytes, extras: dict[str, bytes] | None = None) -> None:
+        """A frame and the engine's other outputs for it; the frame last, so a frame on disk has its extras."""
+        for name, data in (extras or {}).items():
+            folder = self.folder(job_id) / "outputs" / check_track_name(name)
+            folder.mkdir(parents=True, exist_ok=True)
+            write_atomically(folder / f"{index:06d}.png", data)
         write_atomically(self.frame_path(job_id, index), png)
+
+    def frame_extras(self, job_id: str, index: int) -> dict[str, Path]:
+        """The engine's other outputs stored for a frame, by name."""
+        outputs = self.folder(job_id) / "outputs"
+        if not outputs.is_dir():
+            return {}
+        return {folder.name: folder / f"{index:06d}.png" for folder in sorted(outputs.iterdir())
+                if (folder / f"{index:06d}.png").is_file()}
 
     def first_missing_frame(self, job_id: str) -> int:
         total = len(self.spec(job_id)["frames"])
@@ -132,15 +156,46 @@ class JobStore:
         jobs = [(self.spec(j).get("created", 0), j) for j in self.job_ids() if self.status(j)["state"] in UNFINISHED]
         return [job_id for _created, job_id in sorted(jobs)]
 
-    def load_inputs(self, job_id: str) -> JobInputs:
+    def load_inputs(self, job_id: str, info: EngineInfo | None = None, max_side: int = DEFAULT_MAX_SIDE,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> JobInputs:
+        """A stored job's inputs; its track images stay on disk until an engine reads each one."""
         folder = self.folder(job_id)
         spec = self.spec(job_id)
         poses = [json.loads(p.read_text()) for p in sorted((folder / "inputs" / "poses").glob("*.json"))]
-        maps_folder = folder / "inputs" / "maps"
-        maps = [p.read_bytes() for p in sorted(maps_folder.glob("*.png"))] if maps_folder.is_dir() else []
+        tracks_folder = folder / "inputs" / "tracks"
+        tracks = {track.name: sorted(track.glob("*.png")) for track in sorted(tracks_folder.iterdir())} \
+            if tracks_folder.is_dir() else {}
+        audio = folder / "inputs" / "audio"
         return build_inputs((folder / "inputs" / "reference.png").read_bytes(),
                             json.loads((folder / "inputs" / "reference_pose.json").read_text()),
-                            poses, maps, spec.get("width"), spec.get("height"), spec.get("settings", {}))
+                            poses, tracks, spec.get("width"), spec.get("height"), spec.get("settings", {}),
+                            info=info, text=spec.get("text", {}), audio=audio if audio.is_file() else None,
+                            fps=spec.get("fps", 24.0), state_dir=folder / "state", max_side=max_side,
+                            max_pixels=max_pixels)
+
+
+def check_track_name(name) -> str:
+    if not isinstance(name, str) or not TRACK_NAME.fullmatch(name):
+        raise JobError(f"not a track name: {str(name)[:40]!r} (lowercase letters, digits and _)")
+    return name
+
+
+def check_tracks(info: EngineInfo, tracks: dict, frames: int) -> None:
+    """JobError unless the tracks are exactly what the engine declares: every required one, none it
+    does not know, one image per frame."""
+    declared = {spec.name: spec for spec in info.inputs if spec.kind == "images"}
+    unknown = sorted(set(tracks) - set(declared))
+    if unknown:
+        raise JobError(f"engine '{info.name}' takes no {', '.join(map(repr, unknown))} images; it takes "
+                       f"{', '.join(declared) or 'none'}")
+    for name, spec in declared.items():
+        if name not in tracks:
+            if spec.required:
+                raise JobError(f"engine '{info.name}' needs the '{name}' track: {spec.help or spec.style} "
+                               f"(one image per frame)")
+            continue
+        if len(tracks[name]) != frames:
+            raise JobError(f"{len(tracks[name])} '{name}' images for {frames} frames; send one per frame")
 
 
 def people_from_openpose(data: dict, width: int, height: int, what: str) -> list[PersonKeypoints]:
@@ -157,15 +212,35 @@ def people_from_openpose(data: dict, width: int, height: int, what: str) -> list
     return people
 
 
-def build_inputs(reference_png: bytes, reference_pose: dict, poses: list[dict], maps: list[bytes],
-                 width: int | None, height: int | None, settings: dict) -> JobInputs:
-    """Decode and scale a job's inputs to the output size (the reference image's, unless given)."""
-    reference = decode_image(reference_png, "reference image")
+def build_inputs(reference_png: bytes, reference_pose: dict, poses: list[dict],
+                 tracks: dict[str, Sequence[bytes | Path]], width: int | None, height: int | None, settings: dict,
+                 info: EngineInfo | None = None, text: dict | None = None, audio: bytes | Path | None = None,
+                 fps: float = 24.0, state_dir: Path | None = None, max_side: int = DEFAULT_MAX_SIDE,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> JobInputs:
+    """Decode and scale a job's inputs to the output size (the reference image's, unless given).
+
+    Every image header is checked against the limits before anything is decoded; track images are
+    decoded later, one at a time, as the engine reads them (ImageTrack), at the output size or at
+    the size the engine declares for that track (face crops: 512x512)."""
+    for name, images in tracks.items():
+        for index, data in enumerate(images):
+            if not isinstance(data, Path):
+                check_image(data, f"'{name}' image {index}", max_side, max_pixels)
+    reference = decode_image(reference_png, "reference image", max_side, max_pixels)
     width = int(width or reference.shape[1])
     height = int(height or reference.shape[0])
     reference = resize_to(reference, width, height)
     reference_people = people_from_openpose(reference_pose, width, height, "reference keypoints")
     frames = [people_from_openpose(pose, width, height, f"keypoints of frame {i}") for i, pose in enumerate(poses)]
-    control_maps = [resize_to(decode_image(data, f"control map {i}")[..., :3], width, height)
-                    for i, data in enumerate(maps)]
-    return JobInputs(reference, reference_people, frames, control_maps, dict(settings))
+    track_images = {}
+    for name, images in tracks.items():
+        spec = info.track(name) if info is not None else None
+        size = spec.size if spec is not None and spec.size else (width, height)
+        track_images[name] = ImageTrack(images, *size, f"'{name}' image", max_side, max_pixels)
+    samples = None
+    if audio is not None:
+        from .audio import load_audio
+
+        samples = load_audio(audio)
+    return JobInputs(reference, reference_people, frames, track_images, dict(text or {}), dict(settings),
+                     state_dir, samples, float(fps))

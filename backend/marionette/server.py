@@ -18,13 +18,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from marionette_core.image_header import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
 from marionette_core.protocol import (PROTOCOL_VERSION, Message, MessageDecoder, ProtocolError, encode_message,
                                       error_message)
 
 from . import __version__
+from .audio import AudioError
+from .lip_sync import handle_lip_sync
 from .engines import EngineError, EngineRegistry
-from .images import ImageError, encode_png
-from .jobs import FINISHED, JobError, JobStore, UnknownJobError, build_inputs
+from .images import ImageError, ImageLimitError, check_image, decode_image, encode_png
+from .jobs import FINISHED, JobError, JobStore, UnknownJobError, build_inputs, check_track_name, check_tracks
 
 log = logging.getLogger("marionette.server")
 
@@ -37,11 +40,13 @@ class Limits:
     max_json: int = 4 * 1024 * 1024
     max_payload: int = 256 * 1024 * 1024
     max_frames: int = 10_000
-    max_side: int = 4096
+    max_side: int = DEFAULT_MAX_SIDE  # pixels, for the output and for every image sent
+    max_pixels: int = DEFAULT_MAX_PIXELS  # width x height, likewise
+    decoding_jobs: int = 2  # submits whose images are decoded at once; the others wait their turn
 
     def to_json(self) -> dict:
         return {"max_json_bytes": self.max_json, "max_payload_bytes": self.max_payload,
-                "max_frames": self.max_frames, "max_side": self.max_side}
+                "max_frames": self.max_frames, "max_side": self.max_side, "max_pixels": self.max_pixels}
 
 
 @dataclass
@@ -66,6 +71,7 @@ class Server:
         self.jobs: dict[str, LiveJob] = {}
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.connections = 0
+        self._decoding = asyncio.Semaphore(self.limits.decoding_jobs)
         self._server: asyncio.base_events.Server | None = None
         self._worker: asyncio.Task | None = None
 
@@ -153,8 +159,9 @@ class Server:
             await send(error_message("bad_request", "the first message must be 'hello'"))
             return False
         if header.get("version") != PROTOCOL_VERSION:
-            await send(error_message("version", f"server speaks protocol {PROTOCOL_VERSION}, "
-                                                f"client sent {header.get('version')!r}; update one of them"))
+            await send(error_message("version", f"this backend speaks protocol {PROTOCOL_VERSION} and the client "
+                                                f"{header.get('version')!r}: install the Marionette extension and "
+                                                f"backend of the same release"))
             return False
         token = header.get("token")
         if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self.token.encode()):
@@ -171,10 +178,10 @@ class Server:
             if kind == "ping":
                 await send({"type": "pong", "id": header.get("id")})
             elif kind == "submit":
-                job_id = await self._submit(message)
+                job_id, width, height = await self._submit(message)
                 live = self.jobs[job_id]
                 await send({"type": "accepted", "job_id": job_id, "total": live.total,
-                            "queue_position": self.queue.qsize()})
+                            "queue_position": self.queue.qsize(), "width": width, "height": height})
                 self._stream(job_id, 0, send, streams)
             elif kind == "attach":
                 job_id = header.get("job_id")
@@ -185,7 +192,8 @@ class Server:
                 spec = self.store.spec(job_id)
                 status = self.store.status(job_id)
                 await send({"type": "attached", "job_id": job_id, "total": len(spec["frames"]),
-                            "state": status["state"], "frames": spec["frames"]})
+                            "state": status["state"], "frames": spec["frames"], "width": spec.get("width"),
+                            "height": spec.get("height")})
                 self._stream(job_id, start, send, streams)
             elif kind == "cancel":
                 job_id = header.get("job_id")
@@ -196,6 +204,8 @@ class Server:
                     if live.state == "queued":
                         await self._finish(live, "cancelled")
                 await send({"type": "cancelling", "job_id": job_id})
+            elif kind == "lip_sync":
+                await handle_lip_sync(message, send)
             elif kind == "jobs":
                 await send({"type": "jobs", "jobs": [self._job_summary(j) for j in self.store.job_ids()]})
             else:
@@ -214,7 +224,9 @@ class Server:
         return {"job_id": job_id, "engine": spec["engine"], "total": len(spec["frames"]), "state": status["state"],
                 "done": self.store.first_missing_frame(job_id)}
 
-    async def _submit(self, message: Message) -> str:
+    async def _submit(self, message: Message) -> tuple[str, int, int]:
+        """Validate and store a submitted job; its id and output size. Images are checked from their
+        headers before anything is decoded, and only `decoding_jobs` submits decode at once."""
         header = message.header
         job = header.get("job")
         if not isinstance(job, dict):
@@ -239,36 +251,103 @@ class Server:
                 raise JobError("'width' and 'height' must be positive integers")
             if side is not None and side > self.limits.max_side:
                 raise _LimitError(f"a side of {side} px is over the limit of {self.limits.max_side}")
-        if width and height and info.size_multiple > 1 and (width % info.size_multiple or height % info.size_multiple):
-            raise _LimitError(f"engine '{engine}' needs width and height in multiples of {info.size_multiple}")
         settings = job.get("settings", {})
         if not isinstance(settings, dict):
             raise JobError("'settings' must be an object")
+        try:
+            settings = info.validate_settings(settings)
+        except EngineError as error:
+            raise JobError(str(error)) from None
+        text = job.get("text", {})
+        if not isinstance(text, dict) or not all(isinstance(v, str) for v in text.values()):
+            raise JobError("'text' must be an object of strings (prompt, negative_prompt)")
+        declared_text = {spec.name for spec in info.inputs if spec.kind == "text"}
+        if set(text) - declared_text:
+            raise JobError(f"engine '{engine}' takes no text {', '.join(sorted(set(text) - declared_text))}")
+        fps = job.get("fps", 24.0)
+        if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not 0 < fps <= 1000:
+            raise JobError("'fps' must be a number of frames per second")
         if not isinstance(job.get("reference_pose"), dict):
             raise JobError("the job needs 'reference_pose': OpenPose JSON of the rig posed over the reference")
         try:
             reference = message.attachment("reference.png")
         except KeyError:
             raise JobError("the job needs a 'reference.png' attachment") from None
-        maps = [data for meta, data in zip(header.get("attachments", []), message.attachments)
-                if meta["name"].startswith("map/")]
-        if maps and len(maps) != len(poses):
-            raise JobError(f"{len(maps)} control maps for {len(poses)} frames")
-        spec = {"engine": engine, "settings": settings, "width": width, "height": height, "frames": frames}
-        job_id = await asyncio.to_thread(self._validate_and_store, spec, reference, job["reference_pose"], poses, maps)
+        tracks, audio = self._split_attachments(message, info)
+        # Every image's header first: a hostile image is refused before anything else looks at it.
+        reference_width, reference_height = await asyncio.to_thread(self._check_images, reference, tracks)
+        check_tracks(info, tracks, len(poses))
+        spec = {"engine": engine, "settings": settings, "width": width or reference_width,
+                "height": height or reference_height, "frames": frames, "text": text, "fps": float(fps)}
+        if info.size_multiple > 1 and (spec["width"] % info.size_multiple or spec["height"] % info.size_multiple):
+            raise _LimitError(f"engine '{engine}' needs width and height in multiples of {info.size_multiple}, "
+                              f"not {spec['width']}x{spec['height']}")
+        if spec["width"] * spec["height"] > self.limits.max_pixels:
+            raise _LimitError(f"an output of {spec['width']}x{spec['height']} pixels is over the limit of "
+                              f"{self.limits.max_pixels} pixels")
+        async with self._decoding:
+            await asyncio.to_thread(self._validate, spec, reference, job["reference_pose"], poses, tracks, audio)
+        job_id = await asyncio.to_thread(self.store.create, spec, reference, job["reference_pose"], poses, tracks,
+                                         audio)
         self.jobs[job_id] = LiveJob(job_id, len(poses), "queued")
         self.queue.put_nowait(job_id)
-        return job_id
+        return job_id, spec["width"], spec["height"]
 
-    def _validate_and_store(self, spec, reference, reference_pose, poses, maps) -> str:
-        try:  # every pose and the first map are read here, so a queued job has readable inputs
-            inputs = build_inputs(reference, reference_pose, poses, maps[:1], spec["width"], spec["height"], {})
-        except (ImageError, JobError) as error:
+    @staticmethod
+    def _split_attachments(message: Message, info) -> tuple[dict[str, list[bytes]], bytes | None]:
+        """The image tracks (attachments `track/<name>/<index:06d>.png`, in order) and the sound
+        (`audio`), checked against what the engine declares."""
+        tracks: dict[str, list[bytes]] = {}
+        audio = None
+        for meta, data in zip(message.header.get("attachments", []), message.attachments):
+            name = meta["name"]
+            if name == "reference.png":
+                continue
+            if name == "audio":
+                if not any(spec.kind == "audio" for spec in info.inputs):
+                    raise JobError(f"engine '{info.name}' takes no audio")
+                audio = data
+                continue
+            parts = name.split("/")
+            if len(parts) != 3 or parts[0] != "track":
+                raise JobError(f"unknown attachment {name[:80]!r}: send reference.png, track/<name>/<index>.png "
+                               f"and audio")
+            images = tracks.setdefault(check_track_name(parts[1]), [])
+            if parts[2] != f"{len(images):06d}.png":
+                raise JobError(f"attachment {name[:80]!r} is out of order: the '{parts[1]}' images must come as "
+                               f"{len(images):06d}.png, {len(images) + 1:06d}.png, ...")
+            images.append(data)
+        if any(spec.kind == "audio" and spec.required for spec in info.inputs) and audio is None:
+            raise JobError(f"engine '{info.name}' needs the sound of the frame range as an 'audio' attachment")
+        return tracks, audio
+
+    def _check_images(self, reference: bytes, tracks: dict[str, list[bytes]]) -> tuple[int, int]:
+        """Check every image from its header (PNG or JPEG, within the limits) before anything is
+        decoded; returns the reference image's size."""
+        try:
+            size = check_image(reference, "reference image", self.limits.max_side, self.limits.max_pixels)
+            for name, images in tracks.items():
+                for index, data in enumerate(images):
+                    check_image(data, f"'{name}' image {index}", self.limits.max_side, self.limits.max_pixels)
+        except ImageLimitError as error:
+            raise _LimitError(str(error)) from None
+        except ImageError as error:
             raise JobError(str(error)) from None
-        if max(inputs.width, inputs.height) > self.limits.max_side:
-            raise _LimitError(f"the reference image is {inputs.width}x{inputs.height}, over the limit of "
-                              f"{self.limits.max_side} px per side; pass a smaller width and height")
-        return self.store.create(spec, reference, reference_pose, poses, maps)
+        return size.width, size.height
+
+    def _validate(self, spec, reference, reference_pose, poses, tracks, audio) -> None:
+        """Decode the reference, every pose, the first image of each track and the sound, so a queued
+        job has readable inputs."""
+        limits = self.limits.max_side, self.limits.max_pixels
+        try:
+            build_inputs(reference, reference_pose, poses, {}, spec["width"], spec["height"], {}, audio=audio,
+                         max_side=limits[0], max_pixels=limits[1])
+            for name, images in tracks.items():
+                decode_image(images[0], f"'{name}' image 0", *limits)
+        except ImageLimitError as error:
+            raise _LimitError(str(error)) from None
+        except (ImageError, JobError, AudioError) as error:
+            raise JobError(str(error)) from None
 
     # --- streaming ---------------------------------------------------------------------------
 
@@ -293,9 +372,9 @@ class Server:
                                 "total": total})
                 path = self.store.frame_path(job_id, index) if index < total else None
                 if path is not None and path.is_file():
-                    data = await asyncio.to_thread(path.read_bytes)
+                    attachments = await asyncio.to_thread(self._frame_attachments, job_id, index, path)
                     await send({"type": "frame", "job_id": job_id, "index": index, "frame": frames[index],
-                                "total": total}, [("frame.png", data)])
+                                "total": total}, attachments)
                     index += 1
                     continue
                 state = live.state if live is not None else self.store.status(job_id)["state"]
@@ -306,6 +385,12 @@ class Server:
                     await live.changed.wait_for(lambda: live.version != seen)
         except (ConnectionError, RuntimeError):
             return
+
+    def _frame_attachments(self, job_id: str, index: int, path: Path) -> list[tuple[str, bytes]]:
+        """The frame, then the engine's other outputs for it (e.g. "face_crops.png")."""
+        extras = self.store.frame_extras(job_id, index)
+        return [("frame.png", path.read_bytes())] + [(f"{name}.png", extra.read_bytes())
+                                                      for name, extra in extras.items()]
 
     def _ending(self, job_id: str, state: str, live: LiveJob | None) -> dict:
         if state == "done":
@@ -357,17 +442,19 @@ class Server:
         start = self.store.first_missing_frame(job_id)
         if start >= live.total:
             return
-        inputs = self.store.load_inputs(job_id)
+        inputs = self.store.load_inputs(job_id, engine.info, self.limits.max_side, self.limits.max_pixels)
 
-        def store_frame(index: int, image) -> None:
-            self.store.write_frame(job_id, index, encode_png(image))
+        def store_frame(index: int, image, extras: dict) -> None:
+            self.store.write_frame(job_id, index, encode_png(image),
+                                   {name: encode_png(extra) for name, extra in extras.items()})
             asyncio.run_coroutine_threadsafe(self._notify(live), loop)
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="marionette-store") as writer:
             pending: deque[Future] = deque()
             try:
-                for index, image in engine.render(inputs, start, live.stop):
-                    pending.append(writer.submit(store_frame, index, image))
+                for output in engine.render(inputs, start, live.stop):
+                    index, image, extras = output if len(output) == 3 else (*output, {})
+                    pending.append(writer.submit(store_frame, index, image, extras))
                     while len(pending) > 2 or (pending and pending[0].done()):
                         pending.popleft().result()
                     if live.stop.is_set():

@@ -1,5 +1,6 @@
-"""Face landmark conventions: MediaPipe Face Mesh 478 points, the iBUG-68 subset, and the
-`aniportrait-face` landmark map as AniPortrait draws it.
+"""Face landmark conventions: MediaPipe Face Mesh 478 points, the iBUG-68 subset, and the face
+landmark maps the face models were trained on: `aniportrait-face` as AniPortrait draws it and
+`echomimic-face` as EchoMimic (pose mode) draws it.
 
 Coordinates are pixels, origin top-left, (x, y, c) per point like the body keypoints. Landmark
 indices and connections are MediaPipe Face Mesh's (468 mesh points, then the right iris 468-472 and
@@ -68,6 +69,22 @@ ANIPORTRAIT_PARTS = (
 ANIPORTRAIT_CANVAS = 512
 ANIPORTRAIT_THICKNESS = 2
 
+# EchoMimic's pose-mode maps (its FaceMeshVisualizer with draw_iris=False, draw_mouse=False): the
+# same line drawing, only eyes and brows, in its order (left eye, right eye, left brow, right brow),
+# then 6x6 squares on the pupils (right iris centre 468, left 473) and the nose tip (4). No face
+# oval, no mouth: the mouth is left to the audio. Colours are its tuples as written, channels 0, 1, 2.
+ECHOMIMIC_PARTS = (
+    (LEFT_EYE, (180, 200, 10)),
+    (RIGHT_EYE, (10, 200, 180)),
+    (LEFT_BROW, (180, 220, 10)),
+    (RIGHT_BROW, (10, 220, 180)),
+)
+ECHOMIMIC_PUPIL_COLOURS = ((10, 200, 250), (250, 200, 10))  # right (468), left (473)
+ECHOMIMIC_NOSE_TIP, ECHOMIMIC_NOSE_COLOUR = 4, (200, 200, 200)
+ECHOMIMIC_SQUARE_HALF = 3  # the square spans x - 3 .. x + 2 (6 px)
+
+FACE_MAP_STYLES = ("aniportrait-face", "echomimic-face")
+
 
 def ibug68(mesh_points: np.ndarray) -> np.ndarray:
     """The (68, 3) iBUG points of a (478, 3) face mesh landmark array."""
@@ -88,26 +105,57 @@ def pupils(mesh_points: np.ndarray) -> np.ndarray:
     return result
 
 
-def draw_aniportrait_face(faces: list[np.ndarray], width: int, height: int) -> np.ndarray:
-    """The AniPortrait landmark map of one frame: (height, width, 3) uint8, R, G, B being the three
-    channels AniPortrait's pose guider receives (R = the first value of its colour tuples).
+def draw_face_map(faces: list[np.ndarray], width: int, height: int, style: str) -> np.ndarray:
+    """The face landmark map of one frame in a named style: (height, width, 3) uint8, R, G, B being
+    the three channels the model receives (R = the first value of the style's colour tuples).
 
-    Each face is a (478, 3) landmark array in pixels of a width x height frame. As AniPortrait does,
-    the lines are drawn 2 px thick on a 512 x 512 canvas (landmarks scaled by their frame size,
-    floored), which is then resized to the frame with bilinear filtering.
+    Each face is a (478, 3) landmark array in pixels of a width x height frame (origin top-left,
+    c = 0 for an absent point). As AniPortrait and EchoMimic do, the map is drawn on a 512 x 512
+    canvas from the landmarks scaled by their frame size (lines 2 px thick between floored pixel
+    positions), which is then resized to the frame with bilinear filtering.
+    `aniportrait-face`: face oval, eyes, brows, lips in eight runs. `echomimic-face`: eyes and brows,
+    then 6 x 6 squares on the pupils (the iris centres, or the eye-contour centres when the face has
+    no irises) and the nose tip.
     """
+    if style not in FACE_MAP_STYLES:
+        raise ValueError(f"unknown face map style '{style}'; one of {', '.join(FACE_MAP_STYLES)}")
     size = ANIPORTRAIT_CANVAS
     canvas = np.zeros((size, size, 3), dtype=np.uint8)
     for face in faces:
         visible = face[:, 2] > 0
         pixels = np.stack([np.minimum(np.floor(face[:, 0] / width * size), size - 1),
                            np.minimum(np.floor(face[:, 1] / height * size), size - 1)], axis=1).astype(int)
-        for edges, colour in ANIPORTRAIT_PARTS:
+        for edges, colour in (ANIPORTRAIT_PARTS if style == "aniportrait-face" else ECHOMIMIC_PARTS):
             for a, b in edges:
                 if visible[a] and visible[b]:
                     region = thick_line_region(tuple(pixels[a]), tuple(pixels[b]), ANIPORTRAIT_THICKNESS, size, size)
                     paint(canvas, [region], colour)
+        if style == "echomimic-face":
+            squares = list(zip(pupils(face), ECHOMIMIC_PUPIL_COLOURS))
+            squares.append((face[ECHOMIMIC_NOSE_TIP], ECHOMIMIC_NOSE_COLOUR))
+            for point, colour in squares:
+                if point[2] > 0:
+                    _paint_square(canvas, point[0] / width, point[1] / height, colour)
     return resize_bilinear(canvas, width, height)
+
+
+def _paint_square(canvas: np.ndarray, x: float, y: float, colour: tuple[int, int, int]) -> None:
+    """EchoMimic's point marker at normalised (x, y): the canvas slice [py - 3 : py + 3, px - 3 :
+    px + 3] with px = int(size * x) (x held in float32, as its landmark list holds it), painted with
+    Python's slice rules, so a square whose start falls before the canvas edge is not drawn along
+    that axis; points outside [0, 1) are skipped."""
+    x, y = float(np.float32(x)), float(np.float32(y))
+    if not (0 <= x < 1 and 0 <= y < 1):
+        return
+    rows, columns = canvas.shape[:2]
+    px, py = int(columns * x), int(rows * y)
+    half = ECHOMIMIC_SQUARE_HALF
+    canvas[py - half:py + half, px - half:px + half] = colour
+
+
+def draw_aniportrait_face(faces: list[np.ndarray], width: int, height: int) -> np.ndarray:
+    """The `aniportrait-face` map (draw_face_map with that style)."""
+    return draw_face_map(faces, width, height, "aniportrait-face")
 
 
 def resize_bilinear(image: np.ndarray, width: int, height: int) -> np.ndarray:

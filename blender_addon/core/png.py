@@ -8,14 +8,16 @@ import zlib
 import numpy as np
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_COLOR_TYPES = {3: 2, 4: 6}  # channels -> PNG colour type (RGB, RGBA)
+_COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type (grey, RGB, RGBA)
 
 
 def encode_png(image: np.ndarray, compression: int = 1) -> bytes:
-    """Encode an (H, W, 3|4) uint8 array, row 0 at the top. Level 1 because pose maps are mostly
-    black and compress almost as well at the fastest level."""
+    """Encode an (H, W, 3|4) uint8 array, or an (H, W) grey one, row 0 at the top. Level 1 because
+    pose maps are mostly black and compress almost as well at the fastest level."""
+    if image.ndim == 2:
+        image = image[:, :, None]
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in _COLOR_TYPES:
-        raise ValueError(f"expected an (H, W, 3|4) uint8 image, got {image.dtype} {image.shape}")
+        raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) uint8 image, got {image.dtype} {image.shape}")
     height, width, channels = image.shape
     rows = np.empty((height, 1 + width * channels), dtype=np.uint8)
     rows[:, 0] = 0  # filter type None on every row

@@ -19,7 +19,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: engines declare inputs; jobs carry named image tracks, text and audio
 MAGIC = b"MAR1"
 FIXED_HEADER = struct.Struct(">4sII")
 DEFAULT_PORT = 47316

@@ -50,6 +50,13 @@ class BackendProcess:
                 return int(line.split()[1])
         return 0
 
+    def peak_rss_kib(self) -> int:
+        """The most resident memory the process has had so far (VmHWM)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        return 0
+
 
 @pytest.fixture
 def backend(tmp_path):

@@ -179,10 +179,12 @@ def test_a_job_through_the_server(backend, release_folder):
     client = BackendClient("127.0.0.1", backend.port, backend.token, timeout=120)
     client.connect()
     engines = {e["name"]: e for e in client.capabilities["engines"]}
-    assert engines["animate-anyone"]["styles"] == ["dwpose"] and engines["animate-anyone"]["needs_weights"]
+    pose_input = {"name": "pose", "kind": "images", "style": "dwpose", "required": True}
+    assert [{k: i[k] for k in pose_input} for i in engines["animate-anyone"]["inputs"]] == [pose_input]
+    assert engines["animate-anyone"]["needs_weights"]
     job = {"engine": "animate-anyone", "reference_pose": reference_pose, "poses": poses, "width": 48, "height": 64,
            "settings": {"weights": str(release_folder), "steps": 2, "window": 4, "overlap": 2, "seed": 1}}
-    client.submit(job, reference_png, maps)
+    client.submit(job, reference_png, {"pose": maps})
     frames = {}
     while True:
         message = client.receive()
@@ -192,7 +194,7 @@ def test_a_job_through_the_server(backend, release_folder):
             break
     assert sorted(frames) == list(range(5)) and frames[0].shape == (64, 48, 3)
     # Without weights the job fails with a message naming what is missing.
-    client.submit({**job, "settings": {}}, reference_png, maps)
+    client.submit({**job, "settings": {}}, reference_png, {"pose": maps})
     with pytest.raises(Exception, match="needs 'weights'"):
         while True:
             client.receive()

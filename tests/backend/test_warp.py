@@ -64,7 +64,7 @@ def test_engine_streams_frames_in_order_and_stops():
     reference_png, reference_pose, poses = synthetic.job_files(6)
     from marionette.jobs import build_inputs
 
-    inputs = build_inputs(reference_png, reference_pose, poses, [], None, None, {})
+    inputs = build_inputs(reference_png, reference_pose, poses, {}, None, None, {})
     assert isinstance(inputs, JobInputs)
     stop = threading.Event()
     seen = []

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from .base import Engine, EngineError, EngineInfo, JobInputs
+from .base import Engine, EngineError, EngineInfo, EngineInput, JobInputs
 from .warp import WarpEngine
 
 ENGINE_CLASSES = {WarpEngine.info.name: WarpEngine}
 try:  # the diffusion engines need the `diffusion` extra (torch, diffusers, transformers)
     from .animate_anyone.engine import AnimateAnyoneEngine, AniPortraitEngine
+    from .echomimic.engine import EchoMimicEngine
+    from .wan_animate.engine import WanAnimateEngine
 except ImportError:
     pass
 else:
-    for _engine in (AnimateAnyoneEngine, AniPortraitEngine):
+    for _engine in (AnimateAnyoneEngine, AniPortraitEngine, WanAnimateEngine, EchoMimicEngine):
         ENGINE_CLASSES[_engine.info.name] = _engine
 
 
@@ -31,4 +33,4 @@ class EngineRegistry:
         return self._loaded[name]
 
 
-__all__ = ["Engine", "EngineError", "EngineInfo", "EngineRegistry", "JobInputs"]
+__all__ = ["Engine", "EngineError", "EngineInfo", "EngineInput", "EngineRegistry", "JobInputs"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Protocol
 
 import numpy as np
@@ -22,16 +24,24 @@ class JobInputs:
     reference: (H, W, 3|4) uint8 RGB(A) image of the character, already at the output size.
     reference_people: keypoints of the rig posed over the reference, scaled to the output size.
     frames: per output frame, the keypoints of each person, scaled to the output size.
-    control_maps: per output frame, the control-map image (H, W, 3) RGB, or empty when the job
-        carries keypoints only.
-    settings: engine settings (seed, steps, ...), already validated against the engine's schema.
+    tracks: the per-frame image inputs the engine declared, by name; each a sequence with one
+        (H, W, 3) uint8 RGB image per frame (masks: white = generate), decoded when indexed.
+    text: the text inputs the engine declared (prompt, negative_prompt), where the job gave them.
+    settings: engine settings (seed, steps, ...), validated against the engine's declaration, with
+        the declared defaults filled in.
+    state_dir: a folder in the job for what an engine must keep to resume exactly (or None).
+    audio, fps: the sound of the job's frame range (16 kHz mono float32) and the frame rate.
     """
 
     reference: np.ndarray
     reference_people: list[PersonKeypoints]
     frames: list[list[PersonKeypoints]]
-    control_maps: list[np.ndarray] = field(default_factory=list)
+    tracks: dict[str, Sequence[np.ndarray]] = field(default_factory=dict)
+    text: dict[str, str] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
+    state_dir: Path | None = None
+    audio: np.ndarray | None = None  # the job's sound, 16 kHz mono float32 in [-1, 1], for engines that take it
+    fps: float = 24.0  # frame i of the job is at i / fps seconds from the start of the audio
 
     @property
     def width(self) -> int:
@@ -43,20 +53,78 @@ class JobInputs:
 
 
 @dataclass(frozen=True)
+class EngineInput:
+    """One input an engine consumes, as the backend announces it to clients.
+
+    kind: "images" (one image per frame: a track), "text", or "audio".
+    style: for images, what they show and how a client makes them: a pose-map style ("dwpose",
+        "openpose", "wan"), a face-map style ("aniportrait-face"), "rig-mask" (white where the
+        characters are), "background" (a plate), "face-crop" (512x512 crops of the face).
+    required: a job without it is refused; an optional input the engine can do without (or make itself).
+    Track images are resized to `size` (or the output size) when the engine reads them.
+    """
+
+    name: str
+    kind: str
+    style: str | None = None
+    required: bool = True
+    help: str = ""
+    size: tuple[int, int] | None = None  # images: (width, height) the engine takes them at; None: the output size
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "style": self.style, "required": self.required,
+                "help": self.help, "size": list(self.size) if self.size else None}
+
+
+SETTING_TYPES = {"int": int, "float": (int, float), "bool": bool, "str": str, "path": str, "choice": str}
+
+
+@dataclass(frozen=True)
 class EngineInfo:
     name: str
     description: str
-    styles: tuple[str, ...]  # control styles it needs ("keypoints" for keypoints only)
     device: str  # "cpu" or "cuda"
     needs_weights: bool
+    inputs: tuple[EngineInput, ...] = ()
     size_multiple: int = 1  # width and height must be multiples of this
     window: int | None = None  # frames per segment, for engines that work in windows
-    settings: dict = field(default_factory=dict)  # name -> {"type", "default", "help"}
+    # name -> {"type": one of SETTING_TYPES, "default", "help", and optionally "min", "max", "choices"}
+    settings: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "description": self.description, "styles": list(self.styles),
-                "device": self.device, "needs_weights": self.needs_weights, "size_multiple": self.size_multiple,
-                "window": self.window, "settings": self.settings}
+        return {"name": self.name, "description": self.description, "device": self.device,
+                "needs_weights": self.needs_weights, "inputs": [spec.to_json() for spec in self.inputs],
+                "size_multiple": self.size_multiple, "window": self.window, "settings": self.settings}
+
+    def track(self, name: str) -> EngineInput | None:
+        return next((spec for spec in self.inputs if spec.kind == "images" and spec.name == name), None)
+
+    def validate_settings(self, given: dict) -> dict:
+        """The settings with defaults filled in; EngineError naming any unknown, mistyped or
+        out-of-range value."""
+        unknown = sorted(set(given) - set(self.settings))
+        if unknown:
+            raise EngineError(f"engine '{self.name}' has no setting {', '.join(map(repr, unknown))}; it has "
+                              f"{', '.join(self.settings) or 'none'}")
+        values = {}
+        for name, spec in self.settings.items():
+            value = given.get(name, spec.get("default"))
+            if value is None:
+                values[name] = None
+                continue
+            kind = spec.get("type", "str")
+            wanted = SETTING_TYPES.get(kind, str)
+            if not isinstance(value, wanted) or (kind != "bool" and isinstance(value, bool)):
+                raise EngineError(f"engine '{self.name}' setting '{name}' must be of type {kind}, not "
+                                  f"{type(value).__name__} ({str(value)[:40]!r})")
+            if "choices" in spec and value not in spec["choices"]:
+                raise EngineError(f"engine '{self.name}' setting '{name}' must be one of "
+                                  f"{', '.join(map(str, spec['choices']))}, not {str(value)[:40]!r}")
+            if "min" in spec and value < spec["min"] or "max" in spec and value > spec["max"]:
+                raise EngineError(f"engine '{self.name}' setting '{name}' is {value}; it must be within "
+                                  f"{spec.get('min', '-inf')} .. {spec.get('max', 'inf')}")
+            values[name] = float(value) if kind == "float" else value
+        return values
 
 
 class Engine(Protocol):
@@ -65,6 +133,8 @@ class Engine(Protocol):
     def render(self, job: JobInputs, start: int, stop: threading.Event) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (frame index, image) for frames start.. in order, each as soon as it is final.
 
-        Images are (H, W, 3|4) uint8 RGB(A). Return early when `stop` is set.
+        Images are (H, W, 3|4) uint8 RGB(A). An engine that makes other per-frame outputs the user
+        should see (e.g. the face crops that drove the face) yields (index, image, {name: image}).
+        Return early when `stop` is set.
         """
         ...

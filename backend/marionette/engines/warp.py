@@ -363,7 +363,7 @@ class WarpEngine:
     info = EngineInfo(
         name="warp",
         description="Deforms the reference image with the motion of the keypoints (CPU, no weights)",
-        styles=("keypoints",), device="cpu", needs_weights=False,
+        device="cpu", needs_weights=False,
         settings={"person": {"type": "int", "default": 0,
                              "help": "which person of the keypoints animates the reference image"}})
 

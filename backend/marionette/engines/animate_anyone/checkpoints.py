@@ -68,12 +68,20 @@ def motion_module_from_diffusers(state: dict[str, torch.Tensor]) -> dict[str, to
     return converted
 
 
-def checkpoint_path(folder: Path, stem: str) -> Path:
+def find_checkpoint(folder: Path, stem: str) -> Path | None:
+    """The checkpoint `stem` in folder: its .safetensors twin if there is one, else the .pth."""
     for suffix in (".safetensors", ".pth"):
         path = folder / f"{stem}{suffix}"
         if path.is_file():
             return path
-    raise WeightsError(f"the weights folder {folder} has no {stem}.pth (or {stem}.safetensors)")
+    return None
+
+
+def checkpoint_path(folder: Path, stem: str) -> Path:
+    path = find_checkpoint(folder, stem)
+    if path is None:
+        raise WeightsError(f"the weights folder {folder} has no {stem}.pth (or {stem}.safetensors)")
+    return path
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -90,7 +98,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _load_strict(module: torch.nn.Module, state: dict, source: str, ignore_missing=lambda key: False) -> None:
+def load_strict(module: torch.nn.Module, state: dict, source: str, ignore_missing=lambda key: False) -> None:
+    """Load state into module; WeightsError naming `source` unless the keys and shapes match exactly
+    (keys for which ignore_missing is true may be absent)."""
     expected = module.state_dict()
     missing = [k for k in expected if k not in state and not ignore_missing(k)]
     unexpected = [k for k in state if k not in expected]
@@ -109,7 +119,7 @@ def _load_strict(module: torch.nn.Module, state: dict, source: str, ignore_missi
     module.load_state_dict(state, strict=False)
 
 
-def _own_memory(module: torch.nn.Module) -> None:
+def own_memory(module: torch.nn.Module) -> None:
     """Copy weights that from_pretrained left in the file's memory map: mapped tensors can sit at
     unaligned addresses, where CPU kernels take other paths and results differ in the last bit."""
     with torch.no_grad():
@@ -117,10 +127,10 @@ def _own_memory(module: torch.nn.Module) -> None:
             parameter.data = parameter.data.clone()
 
 
-def read_unet_config(folder: Path) -> dict:
-    path = folder / UNET_CONFIG
+def read_unet_config(folder: Path, relative: Path = UNET_CONFIG) -> dict:
+    path = folder / relative
     if not path.is_file():
-        raise WeightsError(f"the weights folder {folder} has no {UNET_CONFIG}")
+        raise WeightsError(f"the weights folder {folder} has no {relative}")
     return json.loads(path.read_text())
 
 
@@ -144,12 +154,12 @@ def load_networks(folder: Path | str, guider: str = "animate-anyone") -> Network
     except (OSError, ValueError) as error:
         raise WeightsError(f"cannot load {VAE_FOLDER}/ or {IMAGE_ENCODER_FOLDER}/ in {folder}: {error}") from None
     for module in (vae, image_encoder):
-        _own_memory(module)
+        own_memory(module)
 
     reference = build_reference_unet(config)
     path = checkpoint_path(folder, "reference_unet")
     state = {k: v for k, v in read_state_dict(path).items() if not k.startswith(("conv_norm_out.", "conv_out."))}
-    _load_strict(reference, state, path.name)
+    load_strict(reference, state, path.name)
 
     denoiser = build_denoising_unet(config)
     unet_path, motion_path = checkpoint_path(folder, "denoising_unet"), checkpoint_path(folder, "motion_module")
@@ -158,8 +168,8 @@ def load_networks(folder: Path | str, guider: str = "animate-anyone") -> Network
     clash = set(spatial) & set(motion)
     if clash:
         raise WeightsError(f"{unet_path.name} and {motion_path.name} both set {sorted(clash)[0]}")
-    _load_strict(denoiser, {**spatial, **motion}, f"{unet_path.name} + {motion_path.name}",
-                 ignore_missing=lambda key: key.endswith(".pe"))
+    load_strict(denoiser, {**spatial, **motion}, f"{unet_path.name} + {motion_path.name}",
+                ignore_missing=lambda key: key.endswith(".pe"))
 
     path = checkpoint_path(folder, "pose_guider")
     state = read_state_dict(path)
@@ -173,7 +183,7 @@ def load_networks(folder: Path | str, guider: str = "animate-anyone") -> Network
         pose_guider = build_pose_guider(config)
     else:
         raise WeightsError(f"unknown pose guider '{guider}'; one of {', '.join(GUIDERS)}")
-    _load_strict(pose_guider, state, path.name)
+    load_strict(pose_guider, state, path.name)
     return Networks(vae, image_encoder, reference, denoiser, pose_guider, ddim_scheduler())
 
 

@@ -9,7 +9,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..base import EngineError, EngineInfo, JobInputs
+from ..base import EngineError, EngineInfo, EngineInput, JobInputs
 from .checkpoints import load_networks
 from .pipeline import AnimateAnyonePipeline
 
@@ -25,7 +25,8 @@ class AnimateAnyoneEngine:
         name="animate-anyone",
         description="Moore-AnimateAnyone (ReferenceNet, pose guider, AnimateDiff motion modules); "
                     "needs the released weights",
-        styles=("dwpose",), device=default_device(), needs_weights=True, size_multiple=8, window=24,
+        inputs=(EngineInput("pose", "images", "dwpose", help="DWPose-style pose maps, one per frame"),),
+        device=default_device(), needs_weights=True, size_multiple=8, window=24,
         settings={
             "weights": {"type": "path", "default": None, "help": "folder laid out like pretrained_weights/"},
             "seed": {"type": "int", "default": 42, "help": "noise seed; same seed, same frames"},
@@ -52,13 +53,14 @@ class AnimateAnyoneEngine:
 
     def render(self, job: JobInputs, start: int, stop: threading.Event) -> Iterator[tuple[int, np.ndarray]]:
         settings = job.settings
-        name, style = self.info.name, self.info.styles[0]
+        name, track = self.info.name, self.info.inputs[0]
+        maps = job.tracks.get(track.name, ())
         if not settings.get("weights"):
             raise EngineError(f"the {name} engine needs 'weights': the folder with the released "
                               "checkpoints (laid out like pretrained_weights/) on the backend's machine")
-        if len(job.control_maps) != len(job.frames):
-            raise EngineError(f"the {name} engine draws from control maps ({style} style); the job has "
-                              f"{len(job.control_maps)} maps for {len(job.frames)} frames")
+        if len(maps) != len(job.frames):
+            raise EngineError(f"the {name} engine draws from control maps ({track.style} style); the job has "
+                              f"{len(maps)} '{track.name}' maps for {len(job.frames)} frames")
         if job.width % 8 or job.height % 8:
             raise EngineError(f"width and height must be multiples of 8, not {job.width}x{job.height}")
         device = settings.get("device") or default_device()
@@ -67,7 +69,7 @@ class AnimateAnyoneEngine:
             raise EngineError(f"unknown dtype '{dtype_name}'; use one of {', '.join(DTYPES)}")
         pipeline = self.pipeline(settings["weights"], device, DTYPES[dtype_name])
         defaults = {name: spec["default"] for name, spec in self.info.settings.items()}
-        frames = pipeline(job.reference, job.control_maps, job.width, job.height,
+        frames = pipeline(job.reference, maps, job.width, job.height,
                           steps=int(settings.get("steps", defaults["steps"])),
                           guidance=float(settings.get("guidance", defaults["guidance"])),
                           seed=int(settings.get("seed", defaults["seed"])),
@@ -86,7 +88,9 @@ class AniPortraitEngine(AnimateAnyoneEngine):
     info = EngineInfo(
         name="aniportrait",
         description="AniPortrait (face landmarks to portrait video); needs the released weights",
-        styles=("aniportrait-face",), device=default_device(), needs_weights=True, size_multiple=8, window=16,
+        inputs=(EngineInput("face", "images", "aniportrait-face", help="AniPortrait face-landmark maps, one per "
+                                                                       "frame"),),
+        device=default_device(), needs_weights=True, size_multiple=8, window=16,
         settings={**AnimateAnyoneEngine.info.settings,
                   "window": {"type": "int", "default": 16, "help": "frames per window"}})
     guider = "aniportrait"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.controlnets.controlnet import ControlNetConditioningEmbedding
 from torch import nn
 from torch.nn import functional as F
@@ -54,11 +55,20 @@ def use_per_frame_motion_norms(model: nn.Module) -> None:
             module.norm = per_frame.to(norm.weight.device, norm.weight.dtype)
 
 
-def build_reference_unet(unet_config: dict) -> UNet2DConditionModel:
-    """ReferenceNet: the SD1.5 UNet without its output head (only its attention inputs are used)."""
+def build_reference_unet(unet_config: dict, cross_attention: bool = True) -> UNet2DConditionModel:
+    """ReferenceNet: the SD1.5 UNet without its output head (only its attention inputs are used).
+
+    cross_attention=False builds it as EchoMimic's release has it: its transformer blocks are
+    self-attention and feed-forward only (no norm2/attn2, so no conditioning at all).
+    """
     unet = UNet2DConditionModel.from_config(unet_config)
     unet.conv_norm_out = None
     unet.conv_out = nn.Identity()
+    if not cross_attention:
+        for module in unet.modules():
+            if isinstance(module, BasicTransformerBlock):
+                module.attn2 = None
+                module.norm2 = None
     return unet
 
 
@@ -82,9 +92,14 @@ def build_denoising_unet(unet_config: dict) -> UNetMotionModel:
     return denoiser
 
 
-def build_pose_guider(unet_config: dict) -> ControlNetConditioningEmbedding:
-    """Moore's pose guider: RGB control map in [0, 1] to features added to the denoiser's conv_in."""
-    return ControlNetConditioningEmbedding(unet_config["block_out_channels"][0], 3, POSE_GUIDER_CHANNELS)
+def build_pose_guider(unet_config: dict, conditioning_channels: int = 3) -> ControlNetConditioningEmbedding:
+    """Moore's pose guider: RGB control map in [0, 1] to features added to the denoiser's conv_in.
+
+    EchoMimic's face locator is the same per-frame stack (conv 3x3 to 16, then 16-16, 16-32/2,
+    32-32, 32-96/2, 96-96, 96-256/2, each followed by SiLU, and a zero-initialised conv to the
+    UNet's first width), with 1 input channel (a face-box mask) or 3 (a face landmark map)."""
+    return ControlNetConditioningEmbedding(unet_config["block_out_channels"][0], conditioning_channels,
+                                           POSE_GUIDER_CHANNELS)
 
 
 @dataclass

@@ -53,6 +53,58 @@ def frame_windows(frames: int, window: int, overlap: int) -> list[list[int]]:
     return [list(range(start, start + window)) for start in starts]
 
 
+class AddedFeatures:
+    """Feature maps added to the denoiser's activations through forward hooks (no forward is
+    patched): level 0 to the output of conv_in, level k to the output of down block k - 1. Set
+    `features` (a list, finest first, each shaped like that activation) around a denoiser call;
+    levels beyond the list, and every level while it is None, are left alone."""
+
+    def __init__(self, unet: torch.nn.Module, down_blocks: bool = True):
+        self.features: list[torch.Tensor] | None = None
+        unet.conv_in.register_forward_hook(self._hook(0))
+        if down_blocks:
+            for index, block in enumerate(unet.down_blocks):
+                block.register_forward_hook(self._hook(index + 1))
+
+    def _hook(self, level: int):
+        def hook(_module, _inputs, output):
+            features = self.features
+            if features is None or level >= len(features):
+                return output
+            if isinstance(output, tuple):  # a down block: (hidden states, skip connections)
+                return (output[0] + features[level],) + tuple(output[1:])
+            return output + features[level]
+        return hook
+
+
+def encode_reference(vae, processor: VaeImageProcessor, image: Image.Image, width: int, height: int,
+                     device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(1, 4, height/8, width/8): the VAE latent mean of the reference at width x height, pixels in
+    [-1, 1], times the SD latent scale (no random draw)."""
+    pixels = processor.preprocess(image, height=height, width=width)
+    return vae.encode(pixels.to(device, dtype)).latent_dist.mean * LATENT_SCALE
+
+
+def decode_to_images(vae, latents: torch.Tensor, batch: int) -> list[np.ndarray]:
+    """(n, 4, h, w) latents already divided by the latent scale -> n (8h, 8w, 3) uint8 RGB frames,
+    decoded `batch` at a time; (x / 2 + 0.5).clamp(0, 1) * 255 truncated, as the references save them."""
+    images = []
+    for chunk in latents.split(batch):
+        pixels = vae.decode(chunk).sample
+        pixels = (pixels / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
+        images += list((pixels * 255).astype(np.uint8))  # truncation, as the reference saves frames
+    return images
+
+
+def guide(prediction: torch.Tensor, guidance: float) -> torch.Tensor:
+    """Classifier-free guidance on a prediction whose batch is [unconditional, conditional] (two
+    entries), or the prediction itself when it has one entry."""
+    if prediction.shape[0] == 2:
+        unconditional, conditional = prediction.chunk(2)
+        return unconditional + guidance * (conditional - unconditional)
+    return prediction
+
+
 def aniportrait_controls(control_maps: list[np.ndarray], width: int, height: int) -> torch.Tensor:
     """AniPortrait's guider input as its released inference builds it: (frames, 3, height, width)
     float32, 2 * v - 1 for each uint8 value v (0..255), channels in the maps' own order (R, G, B of
@@ -75,25 +127,12 @@ class AnimateAnyonePipeline:
         self.device, self.dtype = torch.device(device), dtype
         self.bank = ReferenceBank()
         install(networks.reference_unet, networks.denoising_unet, self.bank)
-        # Pose features join the denoiser through hooks (no forward is patched): the first after its
-        # conv_in, any further ones (AniPortrait's guider) after its down blocks, in order.
-        self._pose_features: list[torch.Tensor] | None = None
-        networks.denoising_unet.conv_in.register_forward_hook(self._add_pose_features(0))
-        for index, block in enumerate(networks.denoising_unet.down_blocks):
-            block.register_forward_hook(self._add_pose_features(index + 1))
+        # Pose features join the denoiser through hooks: the first after its conv_in, any further
+        # ones (AniPortrait's guider) after its down blocks, in order.
+        self._pose_features = AddedFeatures(networks.denoising_unet)
         self.reference_processor = VaeImageProcessor(vae_scale_factor=8)  # [-1, 1]
         self.control_processor = VaeImageProcessor(vae_scale_factor=8, do_convert_rgb=True, do_normalize=False)
         self.clip_processor = CLIPImageProcessor()
-
-    def _add_pose_features(self, level: int):
-        def hook(_module, _inputs, output):
-            features = self._pose_features
-            if features is None or level >= len(features):
-                return output
-            if isinstance(output, tuple):  # a down block: (hidden states, skip connections)
-                return (output[0] + features[level],) + tuple(output[1:])
-            return output + features[level]
-        return hook
 
     def _guide(self, controls: torch.Tensor) -> list[torch.Tensor]:
         """The guider's feature maps for a batch of control maps, as a list (finest first)."""
@@ -149,8 +188,8 @@ class AnimateAnyonePipeline:
                                                     return_tensors="pt").pixel_values
         embeds = nets.image_encoder(clip_input.to(device, dtype)).image_embeds.unsqueeze(1)  # (1, 1, C)
 
-        reference_pixels = self.reference_processor.preprocess(reference_image, height=height, width=width)
-        reference_latents = nets.vae.encode(reference_pixels.to(device, dtype)).latent_dist.mean * LATENT_SCALE
+        reference_latents = encode_reference(nets.vae, self.reference_processor, reference_image, width, height,
+                                             device, dtype)
         self.bank.clear()
         self.bank.unconditional = 0
         nets.reference_unet(reference_latents, torch.zeros((), device=device), encoder_hidden_states=embeds,
@@ -197,28 +236,20 @@ class AnimateAnyonePipeline:
         if guided:
             sample = torch.cat([latents, latents])
             states = torch.cat([torch.zeros_like(conditional), conditional])
-            self._pose_features = [torch.cat([level, level]) for level in pose]
+            self._pose_features.features = [torch.cat([level, level]) for level in pose]
             self.bank.unconditional = count  # the first `count` batch entries attend without the bank
         else:
-            sample, states, self._pose_features = latents, conditional, pose
+            sample, states, self._pose_features.features = latents, conditional, pose
             self.bank.unconditional = 0
         sample = nets.scheduler.scale_model_input(sample, timestep)
         try:
             return nets.denoising_unet(sample, timestep, encoder_hidden_states=states, return_dict=False)[0]
         finally:
-            self._pose_features = None
+            self._pose_features.features = None
 
     def _step(self, prediction: torch.Tensor, timestep, latents: torch.Tensor, guidance: float) -> torch.Tensor:
-        if prediction.shape[0] == 2:
-            unconditional, conditional = prediction.chunk(2)
-            prediction = unconditional + guidance * (conditional - unconditional)
-        return self.networks.scheduler.step(prediction, timestep, latents, return_dict=False)[0]
+        return self.networks.scheduler.step(guide(prediction, guidance), timestep, latents, return_dict=False)[0]
 
     def _decode(self, latents: torch.Tensor) -> list[np.ndarray]:
         frames = latents[0].permute(1, 0, 2, 3) / LATENT_SCALE  # (n, 4, h, w)
-        images = []
-        for chunk in frames.split(DECODE_BATCH):
-            pixels = self.networks.vae.decode(chunk).sample
-            pixels = (pixels / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
-            images += list((pixels * 255).astype(np.uint8))  # truncation, as the reference saves frames
-        return images
+        return decode_to_images(self.networks.vae, frames, DECODE_BATCH)

@@ -1,0 +1,1 @@
+"""EchoMimic v1 (antgroup/echomimic): audio-driven portraits on the animate-anyone engine's parts."""

@@ -1,0 +1,126 @@
+"""The `wan-animate` engine: Wan2.2-Animate-14B (diffusers' WanAnimatePipeline) driven by the rig.
+
+Inputs: `wan`-style pose maps; face crops (sent by the client, or made here from the reference face
+warped to each frame's face landmarks); in replace mode a background plate and a mask (white =
+generate); a prompt. Frames stream out segment by segment as each is decoded; a resumed job carries
+on from the first missing frame with the carry state kept in the job's folder.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..base import EngineError, EngineInfo, EngineInput, JobInputs
+from .face_crops import face_crops
+from .generation import CARRY_CHOICES, DEFAULT_PROMPT, MODES, SIZE_MULTIPLE, generate_segments
+from .loading import GROUP_LEVELS, OFFLOAD_MODES, load_pipeline
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class WanAnimateEngine:
+    info = EngineInfo(
+        name="wan-animate",
+        description="Wan2.2-Animate-14B (whole body and face from the rig, prompts, replace mode into a "
+                    "plate); needs the released diffusers folder",
+        inputs=(
+            EngineInput("pose", "images", "wan", help="Wan-style pose maps, one per frame"),
+            EngineInput("face_crops", "images", "face-crop", required=False, size=(512, 512),
+                        help="512x512 face crops that carry the expression; made from the reference face "
+                             "and the rig's face landmarks when not sent"),
+            EngineInput("background", "images", "background", required=False,
+                        help="replace mode: the plate the character is generated into"),
+            EngineInput("mask", "images", "rig-mask", required=False,
+                        help="replace mode: white where the character is generated"),
+            EngineInput("prompt", "text", required=False, help=f"what the video shows (default: {DEFAULT_PROMPT})"),
+            EngineInput("negative_prompt", "text", required=False, help="what it should not show (guidance > 1)"),
+        ),
+        device=_default_device(), needs_weights=True, size_multiple=SIZE_MULTIPLE, window=77,
+        settings={
+            "weights": {"type": "path", "default": None,
+                        "help": "the Wan2.2-Animate-14B-Diffusers folder (model_index.json and its subfolders)"},
+            "mode": {"type": "choice", "default": "animate", "choices": list(MODES),
+                     "help": "animate: the character on the reference's background; replace: into the "
+                             "background plate, where the mask is white"},
+            "seed": {"type": "int", "default": 42, "help": "noise seed; same seed and inputs, same frames"},
+            "steps": {"type": "int", "default": 20, "min": 1, "max": 200, "help": "denoising steps"},
+            "guidance": {"type": "float", "default": 1.0, "min": 0.0, "max": 30.0,
+                         "help": "classifier-free guidance scale (1.0: none, the fastest)"},
+            "segment": {"type": "int", "default": 77, "min": 5, "max": 201,
+                        "help": "frames per segment (rounded to 4n+1); longer shots continue segment by segment"},
+            "carry": {"type": "int", "default": 1, "choices": list(CARRY_CHOICES),
+                      "help": "frames of a segment that condition the next (1 or 5)"},
+            "offload": {"type": "choice", "default": "none", "choices": ["none", "model", "group"],
+                        "help": "GPU memory: none (fastest, about 60 GB), model (whole models move to the GPU "
+                                "in turn), group (blocks stream to the GPU: fits 24 GB cards, slowest)"},
+            "device": {"type": "str", "default": None, "help": "cuda or cpu (default: cuda when present)"},
+            "dtype": {"type": "str", "default": None,
+                      "help": "bfloat16 (default on CUDA), float16 or float32; the VAE stays float32"},
+        })
+
+    def __init__(self):
+        self._loaded: dict[tuple, object] = {}  # one pipeline in memory, kept for the next job
+
+    def pipeline(self, weights: str, device: str, dtype: torch.dtype | None, offload: str | None):
+        key = (str(Path(weights).resolve()), device, dtype, offload)
+        if key not in self._loaded:
+            self._loaded.clear()
+            self._loaded[key] = load_pipeline(weights, device, dtype, offload)
+        return self._loaded[key]
+
+    def render(self, job: JobInputs, start: int, stop: threading.Event) -> Iterator[tuple]:
+        settings = job.settings
+        if not settings.get("weights"):
+            raise EngineError("the wan-animate engine needs 'weights': the Wan2.2-Animate-14B-Diffusers folder "
+                              "on the backend's machine")
+        mode = settings.get("mode") or "animate"
+        pose = job.tracks.get("pose", ())
+        if len(pose) != len(job.frames):
+            raise EngineError(f"the wan-animate engine draws from wan-style pose maps; the job has {len(pose)} "
+                              f"for {len(job.frames)} frames")
+        background, mask = job.tracks.get("background"), job.tracks.get("mask")
+        if mode == "replace" and (background is None or mask is None):
+            missing = " and ".join(n for n, t in (("background", background), ("mask", mask)) if t is None)
+            raise EngineError(f"replace mode needs a {missing} track: pick a background strip (and let the "
+                              f"extension draw the rig mask), or give --background and --mask")
+        crops = job.tracks.get("face_crops")
+        drove_the_face = crops is None  # crops made here go back to the client as their own pass
+        if crops is None:
+            person = job.reference_people[0] if job.reference_people else None
+            if person is None:
+                raise EngineError("the reference keypoints have no person; pose the rig over the reference")
+            crops = face_crops(job.reference, person, [p[0] if p else None for p in job.frames],
+                               job.width, job.height)
+        device = settings.get("device") or _default_device()
+        dtype_name = settings.get("dtype")
+        if dtype_name is not None and dtype_name not in DTYPES:
+            raise EngineError(f"unknown dtype '{dtype_name}'; use one of {', '.join(DTYPES)}")
+        offload = None if settings.get("offload") in (None, "none") else settings["offload"]
+        if offload not in OFFLOAD_MODES:
+            raise EngineError(f"unknown offload '{offload}'; use none, model or group ({'/'.join(GROUP_LEVELS)})")
+        pipe = self.pipeline(settings["weights"], device, DTYPES.get(dtype_name), offload)
+        segments = generate_segments(
+            pipe, job.reference, pose, crops, height=job.height, width=job.width,
+            background=background if mode == "replace" else None, mask=mask if mode == "replace" else None,
+            mode=mode, prompt=job.text.get("prompt") or DEFAULT_PROMPT,
+            negative_prompt=job.text.get("negative_prompt", ""), segment_frame_length=int(settings["segment"]),
+            carry=int(settings["carry"]), steps=int(settings["steps"]), guidance=float(settings["guidance"]),
+            seed=int(settings["seed"]), start_frame=start, state_dir=job.state_dir, stop=stop)
+        for segment in segments:
+            for offset, frame in enumerate(segment.frames):
+                index = segment.first_frame + offset
+                if index < start:
+                    continue
+                if drove_the_face:
+                    yield index, frame, {"face_crops": np.asarray(crops[index])}
+                else:
+                    yield index, frame
