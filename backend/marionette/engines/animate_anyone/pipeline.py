@@ -126,6 +126,9 @@ class AnimateAnyonePipeline:
         self.networks = networks.to(torch.device(device), dtype)
         self.device, self.dtype = torch.device(device), dtype
         self.bank = ReferenceBank()
+        # The reference implementation hands the bank to the denoiser in float16 whatever the model's
+        # dtype (its reader's update() casts it); the rounding shows in the frames, so keep it.
+        self.bank.storage_dtype = torch.float16
         install(networks.reference_unet, networks.denoising_unet, self.bank)
         # Pose features join the denoiser through hooks: the first after its conv_in, any further
         # ones (AniPortrait's guider) after its down blocks, in order.
@@ -251,5 +254,5 @@ class AnimateAnyonePipeline:
         return self.networks.scheduler.step(guide(prediction, guidance), timestep, latents, return_dict=False)[0]
 
     def _decode(self, latents: torch.Tensor) -> list[np.ndarray]:
-        frames = latents[0].permute(1, 0, 2, 3) / LATENT_SCALE  # (n, 4, h, w)
+        frames = (1 / LATENT_SCALE) * latents[0].permute(1, 0, 2, 3)  # (n, 4, h, w), as the reference scales
         return decode_to_images(self.networks.vae, frames, DECODE_BATCH)
