@@ -118,7 +118,11 @@ class FaceWarp:
             return image
         mask = np.zeros(image.shape[:2], np.uint8)
         cv2.fillPoly(mask, [np.round(mouth[:, :2]).astype(np.int32)], 255)
-        mask = cv2.erode(mask, np.ones((5, 5), np.uint8))  # the lips' inner edge stays lip
+        # The lips' inner edge stays lip: 2 px on a face of 200 px and more, less on a small face,
+        # whose opened mouth is only a few pixels tall.
+        radius = min(2, int(self.size / 100))
+        if radius:
+            mask = cv2.erode(mask, np.ones((2 * radius + 1, 2 * radius + 1), np.uint8))
         mask = cv2.GaussianBlur(mask, (3, 3), 0).astype(np.float32)[..., None] * (strength / 255.0)
         out = image.astype(np.float32)
         colour = np.concatenate([MOUTH_COLOUR, [255.0]])[: image.shape[2]]
