@@ -14,15 +14,18 @@ import shutil
 import tempfile
 import threading
 import time
+import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import bpy
+import numpy as np
 
 from . import backend_process, compat, engine_settings, vse
 from .backend_process import BackendSettings
 from .control_maps import ControlMapError, ControlMapJob, armatures_to_render, job_settings, keypoints_at
 from .core.client import BackendError
+from .core.png import encode_png
 
 POLL_SECONDS = 0.25  # how often the worker looks up from a quiet socket to see if it should stop
 
@@ -247,6 +250,8 @@ class GenerationSession:
         if self.phase in ("connect", "maps", "background"):
             if self.map_job is not None and self.phase == "maps":
                 self.map_job.abort()
+            if self.background_job is not None and self.phase == "background":
+                self.background_job.close()  # its helper scene and staged frames go
             self.stop.set()
             self.submissions.put(None)
             self._end("cancelled")
@@ -261,7 +266,14 @@ class GenerationSession:
             raise GenerationError(f"the backend has no engine '{marionette.engine}'; it offers "
                                   f"{', '.join(engine_settings.declared_engines) or 'none'}")
         self.engine = engine
+        declared = engine.get("settings", {})
+        unknown = sorted(set(self.settings_override) - set(declared))
+        if unknown:  # before drawing anything: a typo must not cost a whole shot of control maps
+            raise GenerationError(f"engine '{engine['name']}' has no setting {', '.join(unknown)}; it has "
+                                  f"{', '.join(declared) or 'none'}")
         self.tracks = plan_tracks(engine, marionette.background_strip)
+        if self.tracks.audio:
+            require_scene_sound(self.scene)
         if self.tracks.pose_style:
             self.map_settings.style = self.tracks.pose_style
         if self.tracks.face_style:
@@ -304,10 +316,6 @@ class GenerationSession:
                                       settings.width, settings.height)
         values = {**engine_settings.settings_for(self.scene, marionette.engine), **self.settings_override}
         declared = self.engine.get("settings", {})
-        unknown = sorted(set(self.settings_override) - set(declared))
-        if unknown:
-            raise GenerationError(f"engine '{marionette.engine}' has no setting {', '.join(unknown)}; it has "
-                                  f"{', '.join(declared) or 'none'}")
         job = {"engine": marionette.engine, "settings": {k: v for k, v in values.items() if k in declared},
                "width": settings.width, "height": settings.height, "frames": frames,
                "reference_pose": reference_pose, "poses": poses,
@@ -381,13 +389,17 @@ def remember_capabilities(capabilities: dict) -> None:
         engine_settings.sync_scene(scene)
 
 
-def mix_scene_sound(scene: bpy.types.Scene, frame_start: int, frame_end: int, folder: Path) -> bytes:
-    """The scene's sound over the frame range, mixed by Blender as a 16 kHz mono WAV (frame i of the
-    job is at i / fps seconds into it)."""
+def require_scene_sound(scene: bpy.types.Scene) -> None:
     editor = scene.sequence_editor
     if editor is None or not any(strip.type == "SOUND" and not strip.mute for strip in compat.all_strips(editor)):
         raise GenerationError("this engine animates to the scene's sound: add the dialogue or song as a sound strip "
                               "in the Video Sequencer")
+
+
+def mix_scene_sound(scene: bpy.types.Scene, frame_start: int, frame_end: int, folder: Path) -> bytes:
+    """The scene's sound over the frame range, mixed by Blender as a 16 kHz mono WAV (frame i of the
+    job is at i / fps seconds into it)."""
+    require_scene_sound(scene)
     path = folder / "sound.wav"
     saved = scene.frame_start, scene.frame_end
     try:
@@ -399,13 +411,22 @@ def mix_scene_sound(scene: bpy.types.Scene, frame_start: int, frame_end: int, fo
         scene.frame_start, scene.frame_end = saved
     if result != {"FINISHED"} or not path.is_file():
         raise GenerationError(f"Blender could not mix the scene's sound into {path}")
+    # The mixdown ends on a whole mixing buffer, up to a few hundred ms past the range: cut it there.
+    fps = scene.render.fps / scene.render.fps_base
+    with wave.open(str(path), "rb") as mixed:
+        params = mixed.getparams()
+        samples = mixed.readframes(min(params.nframes, round((frame_end - frame_start + 1) * params.framerate / fps)))
+    with wave.open(str(path), "wb") as trimmed:
+        trimmed.setparams(params)
+        trimmed.writeframes(samples)
     return path.read_bytes()
 
 
 class BackgroundPlateJob:
     """The background plate of a replace-mode job: the chosen VSE strip rendered alone, frame by frame,
     at the job's size into control/background/<frame:06d>.png (image sequences and movies alike,
-    with the strip's own transform). One frame per step(), so the UI stays responsive."""
+    placed as the Sequencer shows them: fit, transform, crop, flips, trim). Frames the strip does not
+    show are black. One frame per step(), so the UI stays responsive."""
 
     def __init__(self, scene: bpy.types.Scene, strip_name: str, settings):
         editor = scene.sequence_editor
@@ -414,19 +435,33 @@ class BackgroundPlateJob:
             raise GenerationError(f"the background strip '{strip_name}' is not an image-sequence or movie strip "
                                   f"of this scene; pick one in Marionette > Generate")
         self.frames = list(range(settings.frame_start, settings.frame_end + 1))
+        first = compat.strip_left_handle(strip)
+        self.shown = range(round(first), round(first + compat.strip_duration(strip)))
+        self.size = settings.width, settings.height
         self.folder = settings.output_dir / "control" / "background"
         self.staging = settings.output_dir / "control" / ".staging-background"
         shutil.rmtree(self.staging, ignore_errors=True)
         self.staging.mkdir(parents=True)
         self.plate = bpy.data.scenes.new("Marionette background plate")
-        self.plate.render.resolution_x, self.plate.render.resolution_y = settings.width, settings.height
-        self.plate.render.resolution_percentage = 100
-        self.plate.render.use_sequencer = True
-        self.plate.render.image_settings.file_format = "PNG"
-        self.plate.render.image_settings.color_mode = "RGB"
-        self.plate.render.fps, self.plate.render.fps_base = scene.render.fps, scene.render.fps_base
-        copy = strip_copy(strip, self.plate)
-        copy.channel = 1
+        try:
+            render = self.plate.render
+            # The scene's resolution and percentage (their product is the job's size): strip transforms
+            # are in the scene's pixels, and the Sequencer scales them with the percentage.
+            render.resolution_x, render.resolution_y = scene.render.resolution_x, scene.render.resolution_y
+            render.resolution_percentage = scene.render.resolution_percentage
+            render.use_sequencer = True
+            render.image_settings.file_format = "PNG"
+            render.image_settings.color_mode = "RGB"
+            render.fps, render.fps_base = scene.render.fps, scene.render.fps_base
+            # The plate's own pixels: no view transform or look (a new scene gets AgX or Filmic).
+            self.plate.display_settings.display_device = scene.display_settings.display_device
+            self.plate.view_settings.view_transform = "Standard"
+            self.plate.view_settings.look = "None"
+            self.plate.sequencer_colorspace_settings.name = scene.sequencer_colorspace_settings.name
+            strip_copy(strip, self.plate)
+        except BaseException:
+            self.close()
+            raise
         self.next_index = 0
 
     @property
@@ -437,13 +472,20 @@ class BackgroundPlateJob:
         if self.next_index >= len(self.frames):
             return False
         frame = self.frames[self.next_index]
-        self.plate.frame_set(frame)
-        self.plate.render.filepath = str(self.staging / f"{frame:06d}.png")
-        try:
-            bpy.ops.render.render(write_still=True, scene=self.plate.name)
-        except RuntimeError as error:
-            self.close()
-            raise GenerationError(f"cannot render the background plate at frame {frame}: {error}") from None
+        path = self.staging / f"{frame:06d}.png"
+        if frame in self.shown:
+            self.plate.frame_set(frame)
+            self.plate.render.filepath = str(path)
+            try:
+                # As the context scene: with render(scene=...) the plate renders at the context scene's frame.
+                with bpy.context.temp_override(scene=self.plate):
+                    bpy.ops.render.render(write_still=True)
+            except RuntimeError as error:
+                self.close()
+                raise GenerationError(f"cannot render the background plate at frame {frame}: {error}") from None
+        else:
+            width, height = self.size
+            path.write_bytes(encode_png(np.zeros((height, width, 3), dtype=np.uint8)))
         self.next_index += 1
         if self.next_index < len(self.frames):
             return True
@@ -459,19 +501,34 @@ class BackgroundPlateJob:
         shutil.rmtree(self.staging, ignore_errors=True)
 
 
+# What the Sequencer does to a strip's pixels beside its transform and crop (where the version has it).
+STRIP_LOOK = ("use_flip_x", "use_flip_y", "use_reverse_frames", "color_saturation", "color_multiply", "alpha_mode")
+
+
 def strip_copy(strip, scene: bpy.types.Scene):
-    """The same media as `strip`, at the same frames, as a strip of `scene`."""
+    """The same media as `strip`, at the same frames and placed the same way, as a strip of `scene`."""
     editor = scene.sequence_editor or scene.sequence_editor_create()
     strips = compat.strips(editor)
-    start = compat.strip_content_start(strip)
+    start = round(compat.strip_content_start(strip))  # a float in the API; the constructors take an int
     if strip.type == "MOVIE":
-        copy = strips.new_movie(name=strip.name, filepath=strip.filepath, channel=1, frame_start=start)
+        copy = strips.new_movie(name=strip.name, filepath=bpy.path.abspath(strip.filepath), channel=1,
+                                frame_start=start)
     else:
         directory = bpy.path.abspath(strip.directory)
         copy = strips.new_image(name=strip.name, filepath=str(Path(directory) / strip.elements[0].filename),
                                 channel=1, frame_start=start)
         for element in strip.elements[1:]:
             copy.elements.append(element.filename)
+    # The fit chosen when the strip was added lives in its transform's scale; copy it all.
+    for group in ("transform", "crop"):
+        source, target = getattr(strip, group), getattr(copy, group)
+        for prop in source.bl_rna.properties:
+            if not prop.is_readonly and prop.identifier != "rna_type":
+                setattr(target, prop.identifier, getattr(source, prop.identifier))
+    for name in STRIP_LOOK:
+        if name in strip.bl_rna.properties:
+            setattr(copy, name, getattr(strip, name))
+    copy.colorspace_settings.name = strip.colorspace_settings.name
     return copy
 
 

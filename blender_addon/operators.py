@@ -313,6 +313,9 @@ class _GenerateBase:
             self._session.cancel()
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
+        except BaseException:
+            self._session.cancel()  # the worker thread lets go of the backend
+            raise
         finally:
             active_session = None
         return self._finished()
@@ -342,6 +345,10 @@ class _GenerateBase:
             self._end_modal(context)
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
+        except BaseException:
+            self._session.cancel()  # else the session stays active and refuses every later Generate
+            self._end_modal(context)
+            raise
         progress = 100.0 * self._session.progress
         context.window_manager.progress_update(progress)
         context.workspace.status_text_set(f"Marionette: {self._session.status} (Esc to cancel)")

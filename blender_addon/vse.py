@@ -30,17 +30,19 @@ def set_image_sequence_strip(scene: bpy.types.Scene, pass_name: str, folder: Pat
     strips = compat.strips(editor)
     compat.show_in_sequencer(scene)
     name = STRIP_PREFIX + pass_name
-    channel = DEFAULT_CHANNELS.get(pass_name, 2)
     existing = strips.get(name)
     if grow and existing is not None and compat.strip_content_start(existing) == frame_start and \
-            len(existing.elements) <= frame_count and existing.elements[0].filename == f"{frame_start:06d}.png":
+            len(existing.elements) <= frame_count and existing.elements[0].filename == f"{frame_start:06d}.png" \
+            and free_channel(strips, existing.channel, frame_start, frame_count, existing) == existing.channel:
         for frame in range(frame_start + len(existing.elements), frame_start + frame_count):
             existing.elements.append(f"{frame:06d}.png")
         compat.set_strip_duration(existing, frame_count)
         return existing
+    channel = stack_channel(strips, pass_name)
     if existing is not None:
         channel = existing.channel
         strips.remove(existing)
+    channel = free_channel(strips, channel, frame_start, frame_count)
     files = [f"{frame:06d}.png" for frame in range(frame_start, frame_start + frame_count)]
     directory = folder.as_posix()
     if bpy.data.filepath:
@@ -55,3 +57,25 @@ def set_image_sequence_strip(scene: bpy.types.Scene, pass_name: str, folder: Pat
         strip.elements.append(filename)
     strip.name = name
     return strip
+
+
+def stack_channel(strips, pass_name: str) -> int:
+    """The pass's channel in Marionette's stack (DEFAULT_CHANNELS), the stack moved above every channel
+    the user's own strips use: none of its strips lands on one of theirs (a plate sits in channel 1,
+    where the mask goes) and the frames show on top of the edit."""
+    used = [strip.channel for strip in strips if not strip.name.startswith(STRIP_PREFIX)]
+    return DEFAULT_CHANNELS.get(pass_name, 2) + max(used, default=0)
+
+
+def free_channel(strips, channel: int, frame_start: int, frame_count: int, ignore=None) -> int:
+    """The lowest channel from `channel` up where no strip (but `ignore`) shows any of the frames
+    frame_start .. frame_start + frame_count - 1."""
+    end = frame_start + frame_count
+    busy = set()
+    for strip in strips:
+        first = compat.strip_left_handle(strip)
+        if strip != ignore and first < end and frame_start < first + compat.strip_duration(strip):
+            busy.add(strip.channel)
+    while channel in busy:
+        channel += 1
+    return channel

@@ -6,15 +6,19 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import sys
 import threading
 from pathlib import Path
 
+import numpy as np
+
 from marionette_core.protocol import DEFAULT_PORT
 
+from .audio import SAMPLE_RATE, load_audio
 from .auth import default_store, default_token_file, load_or_create_token
 from .engines import EngineError, EngineRegistry
-from .images import ImageError, encode_png
+from .images import ImageError, check_image, decode_image, encode_png
 from .jobs import JobError, build_inputs, check_tracks, write_atomically
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -48,7 +52,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="any other image track the engine declares, e.g. --track face_crops=crops/")
     render.add_argument("--prompt", help="engines that take a prompt: what the video shows")
     render.add_argument("--negative-prompt", help="engines that take a prompt: what it should not show")
-    render.add_argument("--mode", help="wan-animate: animate or replace")
+    render.add_argument("--audio", type=Path,
+                        help="engines that take sound (echomimic): the sound of the frame range, from its start; "
+                             "WAV, FLAC, MP3, OGG, M4A...")
+    render.add_argument("--fps", type=float, default=24.0,
+                        help="frames per second: frame i is at i / fps seconds into --audio (default: %(default)s)")
+    render.add_argument("--frames", type=int,
+                        help="frames to make when neither --poses nor an image track gives the count (default: "
+                             "the length of --audio at --fps, rounded up)")
+    render.add_argument("--face-box", metavar="X0,Y0,X1,Y1",
+                        help="echomimic audio mode: the face's box in output pixels (default: from the face "
+                             "landmarks of --reference-pose)")
+    render.add_argument("--face-mask", type=Path, metavar="MASK.png",
+                        help="echomimic audio mode: an image, white over the face; the box of its white pixels "
+                             "is the face box")
+    render.add_argument("--mode", help="wan-animate: animate or replace; echomimic: audio or pose (--maps: "
+                                       "echomimic-face landmark maps)")
+    render.add_argument("--accelerated", action="store_const", const=True,
+                        help="echomimic: the accelerated weights (_acc files: 6 steps, no guidance)")
     render.add_argument("--out", type=Path, required=True, help="folder for the frames (same stems as the inputs)")
     render.add_argument("--width", type=int)
     render.add_argument("--height", type=int)
@@ -121,7 +142,8 @@ def run_server(args) -> int:
     return 0
 
 
-SETTING_OPTIONS = ("weights", "steps", "guidance", "seed", "window", "overlap", "device", "dtype", "mode")
+SETTING_OPTIONS = ("weights", "steps", "guidance", "seed", "window", "overlap", "device", "dtype", "mode",
+                   "accelerated", "face_box")
 
 
 def run_render(args) -> int:
@@ -138,25 +160,37 @@ def run_render(args) -> int:
         if not files:
             raise JobError(f"no PNG or JPEG images in {folder} (the '{name}' track)")
         tracks[name] = files
-    counts = {len(files) for files in tracks.values()} | ({len(pose_files)} if pose_files else set())
+    audio = _render_audio(args, info)
+    if args.frames is not None and args.frames < 1:
+        raise JobError(f"--frames must be at least 1, not {args.frames}")
+    counts = {len(files) for files in tracks.values()} | ({len(pose_files)} if pose_files else set()) \
+        | ({args.frames} if args.frames is not None else set())
     if len(counts) > 1:
         raise JobError("the inputs disagree on the number of frames: " + ", ".join(
             [f"{len(files)} '{name}' images" for name, files in tracks.items()] +
-            ([f"{len(pose_files)} pose files"] if pose_files else [])))
-    if not counts:
+            ([f"{len(pose_files)} pose files"] if pose_files else []) +
+            ([f"--frames {args.frames}"] if args.frames is not None else [])))
+    if counts:
+        frames = counts.pop()
+    elif audio is not None:  # the sound alone: as many frames as it lasts
+        frames = max(1, math.ceil(len(audio) * args.fps / SAMPLE_RATE))
+    else:
         raise JobError(f"nothing to render: give --poses and the tracks engine '{info.name}' needs")
-    frames = counts.pop()
-    names = [path.stem for path in (pose_files or next(iter(tracks.values())))]
+    stems = pose_files or next(iter(tracks.values()), None)
+    names = [path.stem for path in stems] if stems else [f"{index:06d}" for index in range(frames)]
     try:
         settings = json.loads(args.settings)
         if not isinstance(settings, dict):
             raise JobError("--settings must be a JSON object")
-        for name in SETTING_OPTIONS:
-            value = getattr(args, name)
+        options = {name: getattr(args, name) for name in SETTING_OPTIONS}
+        options["face_box"] = _face_box(args)
+        for name, value in options.items():
             if value is not None and name in info.settings:
                 settings[name] = str(value) if name == "weights" else value
             elif value is not None:
-                raise JobError(f"engine '{info.name}' has no setting '{name}' (it has {', '.join(info.settings)})")
+                option = "--" + name.replace("_", "-")
+                raise JobError(f"engine '{info.name}' has no setting '{name}' ({option}); it has "
+                               f"{', '.join(info.settings) or 'none'}")
         poses = [json.loads(path.read_text()) for path in pose_files] or [{"people": []}] * frames
         reference_pose = json.loads(args.reference_pose.read_text()) if args.reference_pose else {"people": []}
     except json.JSONDecodeError as error:
@@ -165,9 +199,17 @@ def run_render(args) -> int:
         raise JobError(f"the {info.name} engine follows keypoints: give --reference-pose and --poses")
     text = {name: value for name, value in (("prompt", args.prompt), ("negative_prompt", args.negative_prompt))
             if value is not None}
+    unwanted = sorted(set(text) - {spec.name for spec in info.inputs if spec.kind == "text"})
+    if unwanted:
+        raise JobError(f"the {info.name} engine takes no {' or '.join(n.replace('_', ' ') for n in unwanted)}; "
+                       f"leave out {' and '.join('--' + n.replace('_', '-') for n in unwanted)}")
     inputs = build_inputs(args.reference.read_bytes(), reference_pose, poses, tracks, args.width, args.height,
-                          info.validate_settings(settings), text=text)
+                          info.validate_settings(settings), info=info, text=text, fps=args.fps)
+    inputs.audio = audio
     check_tracks(info, inputs.tracks, frames)
+    check = getattr(engine, "check", None)  # what the engine can refuse before loading anything
+    if check is not None:
+        check(inputs)
     args.out.mkdir(parents=True, exist_ok=True)
     for output in engine.render(inputs, 0, threading.Event()):
         index, image, extras = output if len(output) == 3 else (*output, {})
@@ -177,6 +219,39 @@ def run_render(args) -> int:
             write_atomically(args.out / name / f"{names[index]}.png", encode_png(extra))
     print(f"{len(names)} frames written to {args.out}")
     return 0
+
+
+def _render_audio(args, info):
+    """The sound of --audio (16 kHz mono float32), checked against what the engine takes."""
+    takes = [spec for spec in info.inputs if spec.kind == "audio"]
+    if args.audio is None:
+        if any(spec.required for spec in takes):
+            raise JobError(f"the {info.name} engine needs the sound of the frames: give --audio FILE (WAV, FLAC, "
+                           f"MP3, ...; frame i is at i / --fps seconds)")
+        return None
+    if not takes:
+        raise JobError(f"the {info.name} engine takes no sound; leave out --audio")
+    if not args.fps > 0:
+        raise JobError(f"--fps must be above 0, not {args.fps:g}")
+    return load_audio(args.audio)
+
+
+def _face_box(args) -> str | None:
+    """--face-box as given, or the box of --face-mask's white pixels in output pixels (x1, y1
+    exclusive), as the 'face_box' setting."""
+    if args.face_mask is None:
+        return args.face_box
+    if args.face_box is not None:
+        raise JobError("give --face-box or --face-mask, not both")
+    mask = decode_image(args.face_mask.read_bytes(), f"face mask {args.face_mask}")
+    rows, columns = np.nonzero(mask[..., :3].mean(axis=2) >= 128)
+    if not len(rows):
+        raise JobError(f"the face mask {args.face_mask} has no white pixels; paint the face white on black")
+    reference = check_image(args.reference.read_bytes(), "reference image")
+    width, height = args.width or reference.width, args.height or reference.height
+    scale_x, scale_y = width / mask.shape[1], height / mask.shape[0]
+    box = (columns.min() * scale_x, rows.min() * scale_y, (columns.max() + 1) * scale_x, (rows.max() + 1) * scale_y)
+    return ",".join(f"{value:g}" for value in box)
 
 
 def _track_folders(args, info) -> dict[str, Path]:

@@ -1,4 +1,4 @@
-"""`marionette serve`: protocol v1 over TCP (spec: docs/PROTOCOL.md).
+"""`marionette serve`: protocol 2 over TCP (spec: docs/PROTOCOL.md).
 
 One asyncio loop serves every connection. Jobs run one at a time per device on a worker thread;
 their frames go to the job store as they are made, and each connection streams a job's frames from
@@ -337,16 +337,22 @@ class Server:
 
     def _validate(self, spec, reference, reference_pose, poses, tracks, audio) -> None:
         """Decode the reference, every pose, the first image of each track and the sound, so a queued
-        job has readable inputs."""
+        job has readable inputs; then let the engine refuse what it cannot run (its `check`: weights
+        files, the tracks its mode needs), before anything is stored."""
         limits = self.limits.max_side, self.limits.max_pixels
+        engine = self.engines.get(spec["engine"])
         try:
-            build_inputs(reference, reference_pose, poses, {}, spec["width"], spec["height"], {}, audio=audio,
-                         max_side=limits[0], max_pixels=limits[1])
+            inputs = build_inputs(reference, reference_pose, poses, tracks, spec["width"], spec["height"],
+                                  spec["settings"], info=engine.info, text=spec["text"], audio=audio,
+                                  fps=spec["fps"], max_side=limits[0], max_pixels=limits[1])
             for name, images in tracks.items():
                 decode_image(images[0], f"'{name}' image 0", *limits)
+            check = getattr(engine, "check", None)  # optional: engines that can tell early
+            if check is not None:
+                check(inputs)
         except ImageLimitError as error:
             raise _LimitError(str(error)) from None
-        except (ImageError, JobError, AudioError) as error:
+        except (ImageError, JobError, AudioError, EngineError) as error:
             raise JobError(str(error)) from None
 
     # --- streaming ---------------------------------------------------------------------------

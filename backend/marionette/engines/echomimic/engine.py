@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..base import EngineError, EngineInfo, EngineInput, JobInputs
-from .checkpoints import load_networks
+from .checkpoints import check_folder, load_networks
 from .face_mask import face_box_mask, face_mask_from_landmarks
 from .pipeline import DEFAULT_SEED, EchoMimicPipeline
 
@@ -26,6 +26,15 @@ FACE_68 = "face_keypoints_2d"
 
 def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _device_and_dtype(settings: dict) -> tuple[str, torch.dtype]:
+    """The device and model dtype the settings ask for (float16 on CUDA, float32 elsewhere by default)."""
+    device = settings.get("device") or _default_device()
+    dtype_name = settings.get("dtype") or ("float16" if device.startswith("cuda") else "float32")
+    if dtype_name not in DTYPES:
+        raise EngineError(f"unknown dtype '{dtype_name}'; use one of {', '.join(DTYPES)}")
+    return device, DTYPES[dtype_name]
 
 
 class EchoMimicEngine:
@@ -69,7 +78,10 @@ class EchoMimicEngine:
             self._loaded[key] = EchoMimicPipeline(load_networks(weights, mode, accelerated), device, dtype)
         return self._loaded[key]
 
-    def render(self, job: JobInputs, start: int, stop: threading.Event) -> Iterator[tuple[int, np.ndarray]]:
+    def check(self, job: JobInputs) -> None:
+        """EngineError naming what makes the job impossible, found without loading anything, so the
+        server refuses it before it is stored: the sound, what its mode draws the face from, the
+        settings, the variant's files in the weights folder."""
         settings = job.settings
         if not settings.get("weights"):
             raise EngineError("the echomimic engine needs 'weights': the folder laid out like EchoMimic's "
@@ -78,21 +90,28 @@ class EchoMimicEngine:
             raise EngineError("the echomimic engine needs the sound of the frame range (add sound strips to the "
                               "scene, or give --audio)")
         mode = settings.get("mode") or "audio"
-        frames = len(job.frames)
-        face_mask = pose_maps = None
         if mode == "pose":
-            pose_maps = job.tracks.get("face")
-            if pose_maps is None or len(pose_maps) != frames:
+            maps = job.tracks.get("face")
+            if maps is None or len(maps) != len(job.frames):
                 raise EngineError("pose mode draws from echomimic-face landmark maps: bind a face to the character "
                                   "(Marionette > Face), or give --maps")
         else:
+            self._face_mask(job, settings.get("face_box") or "")
+        _device_and_dtype(settings)
+        check_folder(settings["weights"], mode, bool(settings.get("accelerated")))
+
+    def render(self, job: JobInputs, start: int, stop: threading.Event) -> Iterator[tuple[int, np.ndarray]]:
+        self.check(job)
+        settings = job.settings
+        mode = settings.get("mode") or "audio"
+        frames = len(job.frames)
+        face_mask = pose_maps = None
+        if mode == "pose":
+            pose_maps = job.tracks["face"]
+        else:
             face_mask = self._face_mask(job, settings.get("face_box") or "")
-        device = settings.get("device") or _default_device()
-        dtype_name = settings.get("dtype") or ("float16" if device.startswith("cuda") else "float32")
-        if dtype_name not in DTYPES:
-            raise EngineError(f"unknown dtype '{dtype_name}'; use one of {', '.join(DTYPES)}")
-        pipeline = self.pipeline(settings["weights"], mode, bool(settings.get("accelerated")), device,
-                                 DTYPES[dtype_name])
+        device, dtype = _device_and_dtype(settings)
+        pipeline = self.pipeline(settings["weights"], mode, bool(settings.get("accelerated")), device, dtype)
         features = pipeline.audio_features(job.audio, job.fps, frames)
         for index, image in pipeline(job.reference, features, job.width, job.height, face_mask=face_mask,
                                      pose_maps=pose_maps, steps=settings.get("steps") or None,

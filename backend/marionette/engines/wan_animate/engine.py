@@ -17,14 +17,18 @@ import torch
 
 from ..base import EngineError, EngineInfo, EngineInput, JobInputs
 from .face_crops import face_crops
-from .generation import CARRY_CHOICES, DEFAULT_PROMPT, MODES, SIZE_MULTIPLE, generate_segments
-from .loading import GROUP_LEVELS, OFFLOAD_MODES, load_pipeline
+from .generation import CARRY_CHOICES, DEFAULT_PROMPT, MODES, SIZE_MULTIPLE, generate_segments, plan_segments
+from .loading import check_offload, check_weights_folder, load_pipeline
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _offload(settings: dict) -> str | None:
+    return None if settings.get("offload") in (None, "none") else settings["offload"]
 
 
 class WanAnimateEngine:
@@ -77,36 +81,47 @@ class WanAnimateEngine:
             self._loaded[key] = load_pipeline(weights, device, dtype, offload)
         return self._loaded[key]
 
-    def render(self, job: JobInputs, start: int, stop: threading.Event) -> Iterator[tuple]:
+    def check(self, job: JobInputs) -> None:
+        """EngineError naming what makes the job impossible, found without loading anything, so the
+        server refuses it before it is stored: the weights folder's files, the tracks its mode needs,
+        the segment plan, the settings."""
         settings = job.settings
         if not settings.get("weights"):
             raise EngineError("the wan-animate engine needs 'weights': the Wan2.2-Animate-14B-Diffusers folder "
                               "on the backend's machine")
-        mode = settings.get("mode") or "animate"
         pose = job.tracks.get("pose", ())
         if len(pose) != len(job.frames):
             raise EngineError(f"the wan-animate engine draws from wan-style pose maps; the job has {len(pose)} "
                               f"for {len(job.frames)} frames")
         background, mask = job.tracks.get("background"), job.tracks.get("mask")
-        if mode == "replace" and (background is None or mask is None):
+        if (settings.get("mode") or "animate") == "replace" and (background is None or mask is None):
             missing = " and ".join(n for n, t in (("background", background), ("mask", mask)) if t is None)
             raise EngineError(f"replace mode needs a {missing} track: pick a background strip (and let the "
                               f"extension draw the rig mask), or give --background and --mask")
-        crops = job.tracks.get("face_crops")
-        drove_the_face = crops is None  # crops made here go back to the client as their own pass
-        if crops is None:
-            person = job.reference_people[0] if job.reference_people else None
-            if person is None:
-                raise EngineError("the reference keypoints have no person; pose the rig over the reference")
-            crops = face_crops(job.reference, person, [p[0] if p else None for p in job.frames],
-                               job.width, job.height)
-        device = settings.get("device") or _default_device()
+        if "face_crops" not in job.tracks and not job.reference_people:
+            raise EngineError("the reference keypoints have no person to make the face crops from; pose the rig "
+                              "over the reference, or send the face crops")
+        plan_segments(len(job.frames), int(settings["segment"]), int(settings["carry"]))
         dtype_name = settings.get("dtype")
         if dtype_name is not None and dtype_name not in DTYPES:
             raise EngineError(f"unknown dtype '{dtype_name}'; use one of {', '.join(DTYPES)}")
-        offload = None if settings.get("offload") in (None, "none") else settings["offload"]
-        if offload not in OFFLOAD_MODES:
-            raise EngineError(f"unknown offload '{offload}'; use none, model or group ({'/'.join(GROUP_LEVELS)})")
+        check_offload(_offload(settings), torch.device(settings.get("device") or _default_device()))
+        check_weights_folder(settings["weights"])
+
+    def render(self, job: JobInputs, start: int, stop: threading.Event) -> Iterator[tuple]:
+        self.check(job)
+        settings = job.settings
+        mode = settings.get("mode") or "animate"
+        pose = job.tracks["pose"]
+        background, mask = job.tracks.get("background"), job.tracks.get("mask")
+        crops = job.tracks.get("face_crops")
+        drove_the_face = crops is None  # crops made here go back to the client as their own pass
+        if crops is None:
+            crops = face_crops(job.reference, job.reference_people[0], [p[0] if p else None for p in job.frames],
+                               job.width, job.height)
+        device = settings.get("device") or _default_device()
+        dtype_name = settings.get("dtype")
+        offload = _offload(settings)
         pipe = self.pipeline(settings["weights"], device, DTYPES.get(dtype_name), offload)
         segments = generate_segments(
             pipe, job.reference, pose, crops, height=job.height, width=job.width,

@@ -1,0 +1,579 @@
+"""The GPU engines through the extension, in real Blender: tiny random-weight releases on a real backend.
+
+Generate asks the engine what it consumes and draws exactly that: wan-animate's `wan` pose maps, its
+replace mode's background plate (a VSE strip rendered alone) and rig mask, echomimic's sound (the
+scene mixed by Blender) and `echomimic-face` maps; Lip Sync asks the backend's audio2mesh. The tiny
+weights are written by the backend's environment (.venv: torch, diffusers); the Blender process has
+neither. What reached the backend is read back from its job folder.
+"""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import ROOT, run_in_blender
+
+BACKEND_PYTHON = str(ROOT / ".venv" / "bin" / "python")
+SIZE = (64, 96)  # width, height of the jobs: multiples of 16, the demo scene's aspect
+PROMPT = "a person dancing"
+
+BUILD_WEIGHTS = """
+import sys
+from pathlib import Path
+
+sys.path.insert(0, "tests/backend")
+root = Path(sys.argv[1])
+from tiny_wan_animate import save_tiny_release
+save_tiny_release(root / "wan-animate")
+from tiny_echomimic import write_release
+write_release(root / "echomimic", seed=1, mode="audio")
+write_release(root / "echomimic", seed=1, mode="pose")
+from tiny_audio2mesh import save_release, tiny_model
+save_release(tiny_model(seed=2), root / "audio2mesh")
+"""
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """Folders of tiny releases: wan-animate/, echomimic/ (audio and pose), audio2mesh/."""
+    root = tmp_path_factory.mktemp("weights")
+    process = subprocess.run([BACKEND_PYTHON, "-c", BUILD_WEIGHTS, str(root)], cwd=ROOT, capture_output=True,
+                             text=True, timeout=600)
+    assert process.returncode == 0, process.stderr[-3000:]
+    return {name: str(root / name) for name in ("wan-animate", "echomimic", "audio2mesh")}
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    """A backend on a free port, with its job store (read back by the tests) and token file."""
+    folder = tmp_path_factory.mktemp("backend")
+    log = open(folder / "backend.log", "w")
+    process = subprocess.Popen([BACKEND_PYTHON, "-P", "-m", "marionette.cli", "serve", "--port", "0", "--store",
+                                str(folder / "jobs"), "--token-file", str(folder / "token")],
+                               stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        port = int(process.stdout.readline().split()[1])
+        yield {"port": port, "token_file": str(folder / "token"), "store": str(folder / "jobs"),
+               "log": str(folder / "backend.log")}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def _run(case, tmp_path, backend, **kwargs):
+    try:
+        return run_in_blender(case, tmp_path, port=backend["port"], token_file=backend["token_file"],
+                              tmp=str(tmp_path), **kwargs)
+    except AssertionError as error:
+        tail = "\n".join(Path(backend["log"]).read_text().splitlines()[-30:])
+        raise AssertionError(f"{error}\n--- backend log ---\n{tail}") from None
+
+
+# --- Blender side ---------------------------------------------------------------------------
+
+def _demo(tmp, port, token_file, frames, engine, size=SIZE, percentage=100):
+    """The demo scene (rig, bound face, camera, reference image) at a small size, `frames` frames,
+    connected to the backend (Test), `engine` chosen."""
+    import sys
+
+    import bpy
+    import scene_helpers as h
+
+    if str(h.ROOT / "rigs") not in sys.path:
+        sys.path.insert(0, str(h.ROOT / "rigs"))
+    import build_demo_scene
+
+    prefs = bpy.context.preferences.addons["bl_ext.user_default.marionette"].preferences
+    prefs.auto_start, prefs.port, prefs.token_file = False, port, token_file
+    scene = build_demo_scene.build_scene(Path(tmp) / "reference.png")
+    scene.render.resolution_x, scene.render.resolution_y = size
+    scene.render.resolution_percentage = percentage
+    scene.frame_end = scene.frame_start + frames - 1
+    scene.marionette.output_dir = str(Path(tmp) / "marionette")
+    assert bpy.ops.marionette.test_connection() == {"FINISHED"}
+    scene.marionette.engine = engine
+    return scene
+
+
+def _set(scene, engine, **values):
+    """Engine settings as the panel sets them (scene.marionette.engine_settings)."""
+    from bl_ext.user_default.marionette.engine_settings import VALUE_FIELDS
+
+    for name, value in values.items():
+        item = scene.marionette.engine_settings[f"{engine}/{name}"]
+        setattr(item, VALUE_FIELDS[item.kind], value)
+
+
+def _generate(**kwargs):
+    """bpy.ops.marionette.generate; an error report comes back as the message."""
+    import bpy
+
+    try:
+        return sorted(bpy.ops.marionette.generate(**kwargs))
+    except RuntimeError as error:
+        return str(error)
+
+
+def _png_size(path) -> list:
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    return [int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")]
+
+
+def _read_png(path):
+    from bl_ext.user_default.marionette.core.png import decode_png
+
+    return decode_png(Path(path).read_bytes())
+
+
+def _names(folder) -> list:
+    folder = Path(folder)
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def _strip_info(scene, name):
+    import bpy
+    import scene_helpers as h
+
+    strip = h.strip(scene, name)
+    if strip is None:
+        return None
+    return {"span": h.strip_span(strip), "elements": [e.filename for e in strip.elements],
+            "directory": str(Path(bpy.path.abspath(strip.directory)).resolve())}
+
+
+def _job(store, scene) -> dict:
+    """What the backend received for the scene's last job: job.json and the input folder's listing."""
+    folder = Path(store) / scene.marionette.last_job_id
+    spec = json.loads((folder / "job.json").read_text())
+    tracks = {p.name: len(list(p.iterdir())) for p in (folder / "inputs" / "tracks").iterdir()} \
+        if (folder / "inputs" / "tracks").is_dir() else {}
+    return {"folder": str(folder), "spec": spec, "tracks": tracks,
+            "audio": (folder / "inputs" / "audio").is_file()}
+
+
+def _keypoint_people(tmp, frame):
+    from bl_ext.user_default.marionette.core import openpose_json
+
+    text = (Path(tmp) / "marionette" / "control" / "keypoints" / f"{frame:06d}.json").read_text()
+    return openpose_json.loads(text)
+
+
+def case_wan_animate_streams_frames_and_face_crops(tmp, port, token_file, store, weights):
+    import numpy as np
+    from bl_ext.user_default.marionette.core.rasterize import draw_pose_map, wan_stick_width
+
+    scene = _demo(tmp, port, token_file, frames=6, engine="wan-animate")
+    scene.marionette.prompt = PROMPT
+    _set(scene, "wan-animate", weights=weights, segment=5, carry=1, steps=2)
+    assert scene.marionette.pose_style == "DWPOSE"  # the engine's declared style wins over the panel's
+    outcome = _generate()
+
+    pose = {}
+    for frame in (1, 4, 6):
+        people, width, height = _keypoint_people(tmp, frame)
+        drawn = _read_png(Path(tmp) / "marionette" / "control" / "pose" / f"{frame:06d}.png")
+        pose[frame] = {"wan": bool(np.array_equal(drawn, draw_pose_map(people, width, height, "wan"))),
+                       "dwpose": bool(np.array_equal(drawn, draw_pose_map(people, width, height, "dwpose"))),
+                       "lit": int((drawn.max(axis=2) > 0).sum())}
+    job = _job(store, scene)
+    sent_pose = Path(job["folder"]) / "inputs" / "tracks" / "pose" / "000000.png"
+    crops = Path(tmp) / "marionette" / "face_crops"
+    return {"outcome": outcome, "frames": _names(Path(tmp) / "marionette" / "frames"),
+            "frame_size": _png_size(Path(tmp) / "marionette" / "frames" / "000001.png"),
+            "strip": _strip_info(scene, "Marionette frames"), "crops": _names(crops),
+            "crop_sizes": sorted({tuple(_png_size(p)) for p in crops.glob("*.png")}),
+            "crops_strip": _strip_info(scene, "Marionette face_crops"), "crops_dir": str(crops.resolve()),
+            "pose": pose, "stick": wan_stick_width(*SIZE),
+            "sent_pose_is_drawn": sent_pose.read_bytes() ==
+            (Path(tmp) / "marionette" / "control" / "pose" / "000001.png").read_bytes(),
+            "spec": {k: job["spec"].get(k) for k in ("engine", "settings", "text", "width", "height", "frames")},
+            "tracks": job["tracks"]}
+
+
+def test_wan_animate_streams_frames_and_face_crops_into_strips(tmp_path, backend, weights):
+    result = _run(case_wan_animate_streams_frames_and_face_crops, tmp_path, backend, store=backend["store"],
+                  weights=weights["wan-animate"])
+    assert result["outcome"] == ["FINISHED"], result["outcome"]
+    expected = [f"{frame:06d}.png" for frame in range(1, 7)]
+    assert result["frames"] == expected and result["frame_size"] == list(SIZE)
+    assert result["strip"]["span"] == [1, 6] and result["strip"]["elements"] == expected
+    # The face crops that drove the face come back as their own strip, at the motion encoder's 512 x 512.
+    assert result["crops"] == expected and result["crop_sizes"] == [[512, 512]]
+    assert result["crops_strip"]["span"] == [1, 6] and result["crops_strip"]["elements"] == expected
+    assert result["crops_strip"]["directory"] == result["crops_dir"]
+    # The pose maps are drawn in the engine's `wan` style (the panel says DWPose), and are what was sent.
+    assert result["stick"] == 1
+    for frame, check in result["pose"].items():
+        assert check["wan"] and not check["dwpose"] and check["lit"] > 50, (frame, check)
+    assert result["sent_pose_is_drawn"]
+    spec = result["spec"]
+    assert spec["engine"] == "wan-animate" and spec["text"] == {"prompt": PROMPT}
+    assert (spec["width"], spec["height"]) == SIZE and spec["frames"] == list(range(1, 7))
+    settings = spec["settings"]
+    assert (settings["segment"], settings["carry"], settings["steps"], settings["mode"]) == (5, 1, 2, "animate")
+    assert Path(settings["weights"]) == Path(weights["wan-animate"])
+    assert result["tracks"].get("pose") == 6 and "face_crops" not in result["tracks"]
+
+
+def _write_plate(folder, frames, size):
+    """An image sequence of `size`: the top quarter green, the rest a colour per frame (red 40 * i)."""
+    import numpy as np
+    from bl_ext.user_default.marionette.core.png import encode_png
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    width, height = size
+    paths = []
+    for index in range(frames):
+        image = np.zeros((height, width, 3), dtype=np.uint8)
+        image[:, :] = (40 * (index + 1), 0, 200)
+        image[: height // 4] = (0, 255, 0)
+        path = folder / f"plate_{index + 1:04d}.png"
+        path.write_bytes(encode_png(image))
+        paths.append(path)
+    return paths
+
+
+def _plate_checks(folder, frames):
+    """Per background frame: its size, whether its top rows are green and its middle the frame's colour."""
+    checks = []
+    for index, frame in enumerate(frames):
+        image = _read_png(Path(folder) / f"{frame:06d}.png").astype(int)
+        height = image.shape[0]
+        top, middle = image[1, image.shape[1] // 2], image[height // 2, image.shape[1] // 2]
+        checks.append({"size": [image.shape[1], image.shape[0]], "top": top.tolist(), "middle": middle.tolist(),
+                       "green_rows": int((image[:, :, 1] > 200).all(axis=1).sum())})
+    return checks
+
+
+def case_replace_mode_renders_the_plate_and_mask(tmp, port, token_file, store, weights, movie=False):
+    import bpy
+    import scene_helpers as h
+
+    # The job is 64 x 96 through the render percentage; the plate, added as the Sequencer adds images
+    # (scaled to fit), is 320 x 480.
+    scene = _demo(tmp, port, token_file, frames=4, engine="wan-animate", size=(640, 960), percentage=10)
+    paths = _write_plate(Path(tmp) / "plate", 4, (320, 480))
+    editor = scene.sequence_editor_create()
+    strips = h.compat().strips(editor)
+    plate = strips.new_image(name="Plate", filepath=str(paths[0]), channel=1, frame_start=1, fit_method="FIT")
+    for path in paths[1:]:
+        plate.elements.append(path.name)
+    if movie:
+        plate = _as_movie(scene, plate, Path(tmp) / "plate.mkv")
+    else:
+        h.compat().set_strip_duration(plate, 3)  # trimmed: frame 4 shows no plate
+    scene.marionette.background_strip = plate.name
+    settings = {"weights": weights, "mode": "replace", "segment": 5, "carry": 1, "steps": 2}
+    outcome = _generate(settings=json.dumps(settings))
+    control = Path(tmp) / "marionette" / "control"
+    job = _job(store, scene) if scene.marionette.last_job_id else {}
+    mask = _read_png(control / "mask" / "000002.png") if (control / "mask" / "000002.png").is_file() else None
+    return {"outcome": outcome, "background": _names(control / "background"),
+            "plate": _plate_checks(control / "background", range(1, 5)) if (control / "background").is_dir() else [],
+            "mask": _names(control / "mask"),
+            "mask_white": int((mask > 127).all(axis=2).sum()) if mask is not None else 0,
+            "mask_size": [mask.shape[1], mask.shape[0]] if mask is not None else None,
+            "frames": _names(Path(tmp) / "marionette" / "frames"),
+            "strip": _strip_info(scene, "Marionette frames"),
+            "scenes": sorted(s.name for s in bpy.data.scenes), "leftovers": _names(control),
+            "channels": {strip.name: strip.channel for strip in h.compat().strips(scene.sequence_editor)},
+            "mode": job.get("spec", {}).get("settings", {}).get("mode"), "tracks": job.get("tracks")}
+
+
+def _as_movie(scene, strip, path):
+    """The image strip written as a movie (FFmpeg, headless) and put in its place."""
+    import bpy
+    import scene_helpers as h
+
+    writer = bpy.data.scenes.new("movie writer")
+    writer.render.resolution_x, writer.render.resolution_y = 320, 480
+    writer.render.resolution_percentage = 100
+    writer.frame_start, writer.frame_end = 1, 4
+    writer.render.fps = scene.render.fps
+    writer.view_settings.view_transform = "Standard"  # the frames' own colours, as the image strip holds them
+    h.compat().use_ffmpeg_output(writer.render.image_settings)
+    writer.render.ffmpeg.format, writer.render.ffmpeg.codec = "MKV", "FFV1"
+    writer.render.filepath = str(path)
+    editor = writer.sequence_editor_create()
+    copy = h.compat().strips(editor).new_image(name="frames", filepath=bpy.path.abspath(strip.directory) +
+                                               strip.elements[0].filename, channel=1, frame_start=1)
+    for element in strip.elements[1:]:
+        copy.elements.append(element.filename)
+    bpy.ops.render.render(animation=True, scene=writer.name)
+    bpy.data.scenes.remove(writer)
+    assert path.is_file(), f"no movie written at {path}"
+    strips = h.compat().strips(scene.sequence_editor)
+    strips.remove(strip)
+    return strips.new_movie(name="Plate", filepath=str(path), channel=1, frame_start=1, fit_method="FIT")
+
+
+@pytest.mark.parametrize("movie", [False, True], ids=["image-sequence", "movie"])
+def test_replace_mode_sends_the_strip_as_background_and_the_rig_mask(tmp_path, backend, weights, movie):
+    result = _run(case_replace_mode_renders_the_plate_and_mask, tmp_path, backend, store=backend["store"],
+                  weights=weights["wan-animate"], movie=movie)
+    assert result["outcome"] == ["FINISHED"], result["outcome"]
+    expected = [f"{frame:06d}.png" for frame in range(1, 5)]
+    assert result["background"] == expected and result["mask"] == expected
+    # The strip rendered alone as the Sequencer shows it: scaled to fit the frame at the job's size.
+    for index, check in enumerate(result["plate"]):
+        assert check["size"] == list(SIZE), check
+        if index == 3 and not movie:
+            assert check["top"] == check["middle"] == [0, 0, 0], check  # past the strip's end: nothing
+            continue
+        assert check["top"] == [0, 255, 0] and 22 <= check["green_rows"] <= 26, (index, check)
+        assert abs(check["middle"][0] - 40 * (index + 1)) <= 3 and abs(check["middle"][2] - 200) <= 3, (index, check)
+    assert result["mask_size"] == list(SIZE) and result["mask_white"] > 100
+    assert result["mode"] == "replace" and result["tracks"]["background"] == 4 and result["tracks"]["mask"] == 4
+    assert result["frames"] == expected and result["strip"]["span"] == [1, 4]
+    assert "Marionette background plate" not in result["scenes"]  # the helper scene is gone
+    # The maps go above the plate, not over it in its channel; the frames stay on top.
+    channels = result["channels"]
+    assert channels["Plate"] == 1 and 1 not in [c for name, c in channels.items() if name != "Plate"], channels
+    assert channels["Marionette frames"] == max(channels.values()), channels
+    assert not [name for name in result["leftovers"] if name.startswith(".")]  # no staging folder left
+
+
+def _write_wav(path, seconds, rate=44100, channels=2):
+    """A tone (a rising pitch, so each moment differs) as 16-bit PCM, written with the stdlib."""
+    import wave
+
+    import numpy as np
+
+    t = np.arange(int(seconds * rate)) / rate
+    tone = np.sin(2 * np.pi * (220 + 200 * t) * t) * 12000
+    data = np.repeat(tone[:, None], channels, axis=1).astype("<i2")
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(channels)
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes(data.tobytes())
+    return path
+
+
+def case_echomimic_from_the_scene_sound(tmp, port, token_file, store, weights):
+    import wave
+
+    import numpy as np
+    import scene_helpers as h
+    from bl_ext.user_default.marionette.core.face import draw_face_map
+
+    scene = _demo(tmp, port, token_file, frames=6, engine="echomimic")
+    scene.render.fps, scene.render.fps_base = 24, 1.0
+    _set(scene, "echomimic", weights=weights, steps=2)
+    result = {"no_sound": _generate(), "maps_without_sound": _names(Path(tmp) / "marionette" / "control")}
+
+    editor = scene.sequence_editor_create()
+    h.compat().strips(editor).new_sound("Voice", str(_write_wav(Path(tmp) / "voice.wav", 1.0)), 1, 1)
+    result["audio_mode"] = _generate()
+    job = _job(store, scene)
+    with wave.open(str(Path(job["folder"]) / "inputs" / "audio"), "rb") as handle:
+        result["wav"] = [handle.getframerate(), handle.getnchannels(), handle.getsampwidth(), handle.getnframes()]
+        samples = np.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2")
+    result["loudness"] = float(np.abs(samples.astype(float)).mean())
+    result["audio_job"] = {"mode": job["spec"]["settings"]["mode"], "fps": job["spec"].get("fps"),
+                           "tracks": job["tracks"]}
+    result["audio_frames"] = _names(Path(tmp) / "marionette" / "frames")
+    result["audio_strip"] = _strip_info(scene, "Marionette frames")
+
+    result["pose_mode"] = _generate(settings=json.dumps({"mode": "pose"}))
+    job = _job(store, scene)
+    result["pose_job"] = {"mode": job["spec"]["settings"]["mode"], "tracks": job["tracks"], "audio": job["audio"]}
+    faces = {}
+    for frame in (1, 6):
+        people, width, height = _keypoint_people(tmp, frame)
+        meshes = [p.points["face_mesh_keypoints_2d"] for p in people if "face_mesh_keypoints_2d" in p.points]
+        drawn = _read_png(Path(tmp) / "marionette" / "control" / "face" / f"{frame:06d}.png")
+        faces[frame] = {style: bool(np.array_equal(drawn, draw_face_map(meshes, width, height, style)))
+                        for style in ("echomimic-face", "aniportrait-face")}
+        faces[frame]["lit"] = int((drawn.max(axis=2) > 0).sum())
+    result["faces"] = faces
+    result["pose_frames"] = _names(Path(tmp) / "marionette" / "frames")
+    result["pose_strip"] = _strip_info(scene, "Marionette frames")
+    return result
+
+
+def test_echomimic_animates_to_the_scene_sound_in_audio_and_pose_mode(tmp_path, backend, weights):
+    result = _run(case_echomimic_from_the_scene_sound, tmp_path, backend, store=backend["store"],
+                  weights=weights["echomimic"])
+    assert "add the dialogue or song as a sound strip" in result["no_sound"], result["no_sound"]
+    assert not result["maps_without_sound"]  # refused before drawing
+    expected = [f"{frame:06d}.png" for frame in range(1, 7)]
+    assert result["audio_mode"] == ["FINISHED"], result["audio_mode"]
+    # Blender mixed the 44.1 kHz stereo strip to 16 kHz mono over the frame range (6 frames at 24 fps).
+    rate, channels, width, samples = result["wav"]
+    assert (rate, channels, width, samples) == (16000, 1, 2, 4000), result["wav"]  # exactly the range
+    assert result["loudness"] > 1000
+    assert result["audio_job"]["mode"] == "audio" and result["audio_job"]["fps"] == 24
+    assert result["audio_frames"] == expected and result["audio_strip"]["span"] == [1, 6]
+    assert result["pose_mode"] == ["FINISHED"], result["pose_mode"]
+    assert result["pose_job"]["mode"] == "pose" and result["pose_job"]["tracks"].get("face") == 6
+    assert result["pose_job"]["audio"]
+    for frame, check in result["faces"].items():
+        assert check["echomimic-face"] and not check["aniportrait-face"] and check["lit"] > 0, (frame, check)
+    assert result["pose_frames"] == expected and result["pose_strip"]["span"] == [1, 6]
+
+
+def case_lip_sync_through_the_backend(tmp, port, token_file, weights):
+    import bpy
+    import scene_helpers as h
+
+    scene = _demo(tmp, port, token_file, frames=48, engine="warp")
+    scene.render.fps, scene.render.fps_base = 24, 1.0
+    face = bpy.data.objects["DemoFace"]
+    face.data.shape_keys.animation_data_clear()  # the demo expression's keys would mix with the new ones
+    editor = scene.sequence_editor_create()
+    strip = h.compat().strips(editor).new_sound("Voice", str(_write_wav(Path(tmp) / "voice.wav", 1.5, 16000, 1)),
+                                                2, 10)
+    bpy.context.view_layer.objects.active = face
+    try:
+        outcome = sorted(bpy.ops.marionette.lip_sync(sound="Voice", weights=weights, smoothing=0.0))
+    except RuntimeError as error:
+        outcome = str(error)
+    curves = {c.data_path: c for c in h.compat().fcurves(face.data.shape_keys) or ()}
+    keyed = {}
+    for path, curve in curves.items():
+        name = path.split('"')[1]
+        keyed[name] = [p.co.x for p in curve.keyframe_points]
+    values = [p.co.y for p in curves['key_blocks["jawOpen"].value'].keyframe_points] \
+        if 'key_blocks["jawOpen"].value' in curves else []
+    return {"outcome": outcome, "span": h.strip_span(strip), "keyed": keyed,
+            "jaw_range": [min(values), max(values)] if values else None}
+
+
+def test_lip_sync_asks_the_backend_and_keys_every_frame_of_the_strip(tmp_path, backend, weights):
+    result = _run(case_lip_sync_through_the_backend, tmp_path, backend, weights=weights["audio2mesh"])
+    assert result["outcome"] == ["FINISHED"], result["outcome"]
+    first, duration = result["span"]
+    assert (first, duration) == (10, 36)  # 1.5 s at 24 fps
+    assert "jawOpen" in result["keyed"], result["keyed"].keys()
+    for name, frames in result["keyed"].items():
+        assert frames == [float(f) for f in range(first, first + duration)], name
+    low, high = result["jaw_range"]
+    assert high - low > 1e-3  # the random tiny model moves the mouth: the keys are not one constant
+
+
+class _Layout:
+    """A stand-in for a panel layout that records what is drawn (the panel logic, headless)."""
+
+    def __init__(self, drawn):
+        self.drawn = drawn
+
+    def row(self, **_kwargs):
+        return self
+
+    column = box = row
+
+    def label(self, text="", **_kwargs):
+        self.drawn.append(["label", text])
+
+    def prop(self, data, name, text=None, **_kwargs):
+        self.drawn.append(["prop", getattr(data, "name", ""), name, text])
+
+    def prop_search(self, data, name, *_args, **_kwargs):
+        self.drawn.append(["prop_search", name])
+
+    def operator(self, idname, **_kwargs):
+        self.drawn.append(["operator", idname])
+        return type("Properties", (), {})()
+
+    def __getattr__(self, name):  # template_ID, progress...: drawn, not checked here
+        return lambda *args, **kwargs: None
+
+
+def _generate_panel(engine):
+    """What the Generate panel draws for `engine`."""
+    import bpy
+    from bl_ext.user_default.marionette import gui
+
+    bpy.context.scene.marionette.engine = engine
+    drawn = []
+    panel = type("Panel", (), {"layout": _Layout(drawn)})()
+    context = type("Context", (), {"scene": bpy.context.scene, "window_manager": bpy.context.window_manager})()
+    gui.MARIONETTE_PT_generate.draw(panel, context)
+    return drawn
+
+
+def case_engine_settings_follow_the_declaration(tmp, port, token_file):
+    import bpy
+    from bl_ext.user_default.marionette import engine_settings
+    from bl_ext.user_default.marionette.core.client import BackendClient
+
+    scene = _demo(tmp, port, token_file, frames=4, engine="warp")
+    with BackendClient("127.0.0.1", port, Path(token_file).read_text().strip(), timeout=10) as client:
+        declared = {engine["name"]: engine["settings"] for engine in client.capabilities["engines"]}
+    items = {item.name: {"engine": item.engine, "setting": item.setting, "kind": item.kind, "value": item.value}
+             for item in scene.marionette.engine_settings}
+    settings_for = {name: engine_settings.settings_for(scene, name) for name in declared}
+    drawn = []
+    engine_settings.draw(_Layout(drawn), scene, "wan-animate")
+    panels = {engine: _generate_panel(engine) for engine in ("wan-animate", "echomimic", "warp")}
+    scene.marionette.engine = "warp"
+
+    mode = scene.marionette.engine_settings["wan-animate/mode"]
+    mode.choice_value = "replace"
+    try:
+        mode.choice_value = "sideways"
+        refused = None
+    except TypeError as error:
+        refused = str(error)
+    bpy.ops.wm.save_as_mainfile(filepath=str(Path(tmp) / "settings.blend"))
+    bpy.ops.wm.open_mainfile(filepath=str(Path(tmp) / "settings.blend"))
+    scene = bpy.context.scene
+    reloaded = engine_settings.settings_for(scene, "wan-animate")["mode"]
+    assert bpy.ops.marionette.test_connection() == {"FINISHED"}  # a reconnect keeps the values set
+    reconnected = engine_settings.settings_for(scene, "wan-animate")["mode"]
+
+    scene.marionette.engine = "wan-animate"
+    errors = {"unknown": _generate(settings='{"stepz": 3}'), "not json": _generate(settings="steps=3"),
+              "list": _generate(settings="[1]")}
+    maps_written = _names(Path(tmp) / "marionette" / "control")
+    errors["wrong type"] = _generate(settings=json.dumps({"weights": "/nowhere", "steps": "many"}))
+    return {"declared": declared, "items": items, "settings_for": settings_for, "drawn": drawn, "panels": panels,
+            "replace": reloaded, "reconnected": reconnected, "refused": refused, "errors": errors,
+            "maps_written": maps_written}
+
+
+def test_engine_settings_are_the_declared_ones_and_the_json_override_is_checked(tmp_path, backend):
+    result = _run(case_engine_settings_follow_the_declaration, tmp_path, backend)
+    declared, items = result["declared"], result["items"]
+    assert {"warp", "wan-animate", "echomimic"} <= set(declared)
+    expected_items = {f"{engine}/{name}" for engine, settings in declared.items() for name in settings}
+    assert set(items) == expected_items
+    for key, item in items.items():
+        spec = declared[item["engine"]][item["setting"]]
+        assert item["kind"] == spec.get("type", "str"), key
+        default = spec.get("default")
+        if default is None:
+            assert item["value"] in (None, ""), (key, item)
+        else:
+            assert item["value"] == default, (key, item, default)
+    for engine, settings in declared.items():
+        wanted = {name: spec["default"] for name, spec in settings.items() if spec.get("default") not in (None, "")}
+        assert result["settings_for"][engine] == wanted, engine
+    # The panel draws one row per declared setting, with its help button.
+    rows = [entry for entry in result["drawn"] if entry[0] == "prop"]
+    assert [row[1] for row in rows] == [f"wan-animate/{name}" for name in declared["wan-animate"]]
+    assert ["prop", "wan-animate/mode", "choice_value", "Mode"] in rows
+    assert sum(entry == ["operator", "marionette.setting_help"] for entry in result["drawn"]) == len(rows)
+    # The Generate panel shows the prompt and the background strip only for an engine that takes them.
+    for engine, panel in result["panels"].items():
+        shown = {entry[2] for entry in panel if entry[0] == "prop" and entry[1] == ""} | \
+            {entry[1] for entry in panel if entry[0] == "prop_search"}
+        takes = engine == "wan-animate"
+        assert {"prompt", "negative_prompt", "background_strip"} <= shown if takes else \
+            not {"prompt", "negative_prompt", "background_strip"} & shown, (engine, shown)
+        settings = [entry[1] for entry in panel if entry[0] == "prop" and entry[1].startswith(engine + "/")]
+        assert settings == [f"{engine}/{name}" for name in declared[engine]], (engine, settings)
+    # A choice round-trips through the .blend and a reconnect; a value outside the choices is refused.
+    assert result["replace"] == "replace" and result["reconnected"] == "replace"
+    assert result["refused"] and "sideways" in result["refused"]
+    errors = result["errors"]
+    assert "has no setting stepz" in errors["unknown"] and "steps" in errors["unknown"], errors["unknown"]
+    assert "must be a JSON object" in errors["not json"] and "must be a JSON object" in errors["list"], errors
+    assert not result["maps_written"]  # refused before any control map is drawn
+    assert "'steps' must be of type int" in errors["wrong type"], errors["wrong type"]
