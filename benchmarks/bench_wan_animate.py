@@ -154,7 +154,8 @@ def main() -> int:
           f"{work['vae_encode_segment'] / 1e12:.0f} + decode {work['vae_decode_segment'] / 1e12:.0f} TFLOP; "
           f"segment total {per_segment / 1e15:.1f} PFLOP")
     print(f"  once per shot: text encoder {work['text_encoder'] / 1e12:.1f} x{passes}, image encoder "
-          f"{work['image_encoder'] / 1e12:.2f}, reference encode {work['vae_encode_reference'] / 1e12:.1f} TFLOP")
+          f"{work['image_encoder'] / 1e12:.2f}, reference encode {work['vae_encode_reference'] / 1e12:.1f} TFLOP "
+          f"(together {per_shot / 1e12:.1f} TFLOP)")
     print(f"  per output frame ({new_frames} new frames a segment): {per_segment / new_frames / 1e12:.0f} TFLOP")
     if args.skip_cpu:
         return 0

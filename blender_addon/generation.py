@@ -75,12 +75,16 @@ class TrackPlan:
     texts: tuple[str, ...] = ()
 
 
-def plan_tracks(engine: dict, background_strip: str) -> TrackPlan:
-    """The passes and tracks an engine's declared inputs ask for; GenerationError for one this
-    extension cannot make."""
+def plan_tracks(engine: dict, background_strip: str, settings: dict | None = None) -> TrackPlan:
+    """The passes and tracks an engine's declared inputs ask for, for these setting values (an input
+    declared `when` other values is skipped); GenerationError for one this extension cannot make."""
     plan = TrackPlan()
     texts = []
+    declared = engine.get("settings", {})
+    values = {name: spec.get("default") for name, spec in declared.items()} | dict(settings or {})
     for spec in engine.get("inputs", []):
+        if any(values.get(key) != wanted for key, wanted in (spec.get("when") or {}).items()):
+            continue  # e.g. a replace-mode plate when the job animates
         name, kind, style = spec.get("name", ""), spec.get("kind"), spec.get("style")
         required = spec.get("required", True)
         if kind == "text":
@@ -271,7 +275,8 @@ class GenerationSession:
         if unknown:  # before drawing anything: a typo must not cost a whole shot of control maps
             raise GenerationError(f"engine '{engine['name']}' has no setting {', '.join(unknown)}; it has "
                                   f"{', '.join(declared) or 'none'}")
-        self.tracks = plan_tracks(engine, marionette.background_strip)
+        values = {**engine_settings.settings_for(self.scene, engine["name"]), **self.settings_override}
+        self.tracks = plan_tracks(engine, marionette.background_strip, values)
         if self.tracks.audio:
             require_scene_sound(self.scene)
         if self.tracks.pose_style:

@@ -303,7 +303,7 @@ class MARIONETTE_OT_lip_sync(bpy.types.Operator):
         face = find_face(context, self.face)
         names = chosen_shape_keys(self.shape_keys, [block.name for block in face.data.shape_keys.key_blocks[1:]])
         start = self.frame_start if self.frame_start >= 0 else scene.frame_current
-        timing, sound = KeyTiming(start), None
+        timing = KeyTiming(start)
         use_strip = bool(self.sound) or not self.offsets_file
         strip = find_sound_strip(scene, self.sound) if use_strip else None
         if strip is not None:

@@ -70,10 +70,11 @@ class EngineInput:
     required: bool = True
     help: str = ""
     size: tuple[int, int] | None = None  # images: (width, height) the engine takes them at; None: the output size
+    when: dict | None = None  # used only for these setting values (e.g. {"mode": "replace"}): clients skip it otherwise
 
     def to_json(self) -> dict:
         return {"name": self.name, "kind": self.kind, "style": self.style, "required": self.required,
-                "help": self.help, "size": list(self.size) if self.size else None}
+                "help": self.help, "size": list(self.size) if self.size else None, "when": self.when}
 
 
 SETTING_TYPES = {"int": int, "float": (int, float), "bool": bool, "str": str, "path": str, "choice": str}
@@ -129,6 +130,12 @@ class EngineInfo:
 
 class Engine(Protocol):
     info: EngineInfo
+
+    def check(self, job: JobInputs) -> None:
+        """Optional: raise EngineError for a job this engine cannot run, without loading anything
+        (weights files present, the tracks its mode needs). The server calls it at submit, so a
+        refused job is never stored."""
+        ...
 
     def render(self, job: JobInputs, start: int, stop: threading.Event) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (frame index, image) for frames start.. in order, each as soon as it is final.

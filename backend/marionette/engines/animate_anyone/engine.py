@@ -10,14 +10,10 @@ import numpy as np
 import torch
 
 from ..base import EngineError, EngineInfo, EngineInput, JobInputs
+from ..devices import default_device, device_and_dtype
 from .checkpoints import load_networks
 from .pipeline import AnimateAnyonePipeline
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class AnimateAnyoneEngine:
@@ -63,11 +59,8 @@ class AnimateAnyoneEngine:
                               f"{len(maps)} '{track.name}' maps for {len(job.frames)} frames")
         if job.width % 8 or job.height % 8:
             raise EngineError(f"width and height must be multiples of 8, not {job.width}x{job.height}")
-        device = settings.get("device") or default_device()
-        dtype_name = settings.get("dtype") or ("float16" if device.startswith("cuda") else "float32")
-        if dtype_name not in DTYPES:
-            raise EngineError(f"unknown dtype '{dtype_name}'; use one of {', '.join(DTYPES)}")
-        pipeline = self.pipeline(settings["weights"], device, DTYPES[dtype_name])
+        device, dtype = device_and_dtype(settings)
+        pipeline = self.pipeline(settings["weights"], device, dtype)
         defaults = {name: spec["default"] for name, spec in self.info.settings.items()}
         frames = pipeline(job.reference, maps, job.width, job.height,
                           steps=int(settings.get("steps", defaults["steps"])),

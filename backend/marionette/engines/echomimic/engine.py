@@ -16,25 +16,12 @@ import numpy as np
 import torch
 
 from ..base import EngineError, EngineInfo, EngineInput, JobInputs
+from ..devices import default_device, device_and_dtype
 from .checkpoints import check_folder, load_networks
 from .face_mask import face_box_mask, face_mask_from_landmarks
 from .pipeline import DEFAULT_SEED, EchoMimicPipeline
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 FACE_68 = "face_keypoints_2d"
-
-
-def _default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _device_and_dtype(settings: dict) -> tuple[str, torch.dtype]:
-    """The device and model dtype the settings ask for (float16 on CUDA, float32 elsewhere by default)."""
-    device = settings.get("device") or _default_device()
-    dtype_name = settings.get("dtype") or ("float16" if device.startswith("cuda") else "float32")
-    if dtype_name not in DTYPES:
-        raise EngineError(f"unknown dtype '{dtype_name}'; use one of {', '.join(DTYPES)}")
-    return device, DTYPES[dtype_name]
 
 
 class EchoMimicEngine:
@@ -44,11 +31,11 @@ class EchoMimicEngine:
                     "released weights",
         inputs=(
             EngineInput("audio", "audio", help="the scene's sound over the frame range"),
-            EngineInput("face", "images", "echomimic-face", required=False,
+            EngineInput("face", "images", "echomimic-face", required=False, when={"mode": "pose"},
                         help="pose mode: echomimic-style face-landmark maps (eyes, brows, pupils, nose), one per "
                              "frame"),
         ),
-        device=_default_device(), needs_weights=True, size_multiple=8, window=12,
+        device=default_device(), needs_weights=True, size_multiple=8, window=12,
         settings={
             "weights": {"type": "path", "default": None, "help": "folder laid out like EchoMimic's pretrained_weights/"},
             "mode": {"type": "choice", "default": "audio", "choices": ["audio", "pose"],
@@ -97,7 +84,7 @@ class EchoMimicEngine:
                                   "(Marionette > Face), or give --maps")
         else:
             self._face_mask(job, settings.get("face_box") or "")
-        _device_and_dtype(settings)
+        device_and_dtype(settings)
         check_folder(settings["weights"], mode, bool(settings.get("accelerated")))
 
     def render(self, job: JobInputs, start: int, stop: threading.Event) -> Iterator[tuple[int, np.ndarray]]:
@@ -110,7 +97,7 @@ class EchoMimicEngine:
             pose_maps = job.tracks["face"]
         else:
             face_mask = self._face_mask(job, settings.get("face_box") or "")
-        device, dtype = _device_and_dtype(settings)
+        device, dtype = device_and_dtype(settings)
         pipeline = self.pipeline(settings["weights"], mode, bool(settings.get("accelerated")), device, dtype)
         features = pipeline.audio_features(job.audio, job.fps, frames)
         for index, image in pipeline(job.reference, features, job.width, job.height, face_mask=face_mask,

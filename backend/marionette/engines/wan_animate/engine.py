@@ -16,16 +16,10 @@ import numpy as np
 import torch
 
 from ..base import EngineError, EngineInfo, EngineInput, JobInputs
+from ..devices import default_device, device_and_dtype
 from .face_crops import face_crops
 from .generation import CARRY_CHOICES, DEFAULT_PROMPT, MODES, SIZE_MULTIPLE, generate_segments, plan_segments
 from .loading import check_offload, check_weights_folder, load_pipeline
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def _default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
 
 def _offload(settings: dict) -> str | None:
     return None if settings.get("offload") in (None, "none") else settings["offload"]
@@ -41,14 +35,14 @@ class WanAnimateEngine:
             EngineInput("face_crops", "images", "face-crop", required=False, size=(512, 512),
                         help="512x512 face crops that carry the expression; made from the reference face "
                              "and the rig's face landmarks when not sent"),
-            EngineInput("background", "images", "background", required=False,
+            EngineInput("background", "images", "background", required=False, when={"mode": "replace"},
                         help="replace mode: the plate the character is generated into"),
-            EngineInput("mask", "images", "rig-mask", required=False,
+            EngineInput("mask", "images", "rig-mask", required=False, when={"mode": "replace"},
                         help="replace mode: white where the character is generated"),
             EngineInput("prompt", "text", required=False, help=f"what the video shows (default: {DEFAULT_PROMPT})"),
             EngineInput("negative_prompt", "text", required=False, help="what it should not show (guidance > 1)"),
         ),
-        device=_default_device(), needs_weights=True, size_multiple=SIZE_MULTIPLE, window=77,
+        device=default_device(), needs_weights=True, size_multiple=SIZE_MULTIPLE, window=77,
         settings={
             "weights": {"type": "path", "default": None,
                         "help": "the Wan2.2-Animate-14B-Diffusers folder (model_index.json and its subfolders)"},
@@ -102,10 +96,8 @@ class WanAnimateEngine:
             raise EngineError("the reference keypoints have no person to make the face crops from; pose the rig "
                               "over the reference, or send the face crops")
         plan_segments(len(job.frames), int(settings["segment"]), int(settings["carry"]))
-        dtype_name = settings.get("dtype")
-        if dtype_name is not None and dtype_name not in DTYPES:
-            raise EngineError(f"unknown dtype '{dtype_name}'; use one of {', '.join(DTYPES)}")
-        check_offload(_offload(settings), torch.device(settings.get("device") or _default_device()))
+        device, _dtype = device_and_dtype(settings, cuda_default=None)
+        check_offload(_offload(settings), torch.device(device))
         check_weights_folder(settings["weights"])
 
     def render(self, job: JobInputs, start: int, stop: threading.Event) -> Iterator[tuple]:
@@ -119,10 +111,9 @@ class WanAnimateEngine:
         if crops is None:
             crops = face_crops(job.reference, job.reference_people[0], [p[0] if p else None for p in job.frames],
                                job.width, job.height)
-        device = settings.get("device") or _default_device()
-        dtype_name = settings.get("dtype")
+        device, dtype = device_and_dtype(settings, cuda_default=None)  # None: the loader's bfloat16
         offload = _offload(settings)
-        pipe = self.pipeline(settings["weights"], device, DTYPES.get(dtype_name), offload)
+        pipe = self.pipeline(settings["weights"], device, dtype, offload)
         segments = generate_segments(
             pipe, job.reference, pose, crops, height=job.height, width=job.width,
             background=background if mode == "replace" else None, mask=mask if mode == "replace" else None,
