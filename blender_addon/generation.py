@@ -395,8 +395,7 @@ def remember_capabilities(capabilities: dict) -> None:
 
 
 def require_scene_sound(scene: bpy.types.Scene) -> None:
-    editor = scene.sequence_editor
-    if editor is None or not any(strip.type == "SOUND" and not strip.mute for strip in compat.all_strips(editor)):
+    if not vse.sound_strips(scene, audible=True):
         raise GenerationError("this engine animates to the scene's sound: add the dialogue or song as a sound strip "
                               "in the Video Sequencer")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import compat, engine_settings, operators
+from . import compat, engine_settings, operators, vse
 from .rig_mapping import MappingError
 from .rig_sampling import build_mapping
 
@@ -88,6 +88,8 @@ class MARIONETTE_PT_generate(_SidebarPanel, bpy.types.Panel):
                                        compat.strips_property(context.scene.sequence_editor))
                 else:
                     layout.prop(settings, "background_strip")
+            if any(spec.get("kind") == "audio" for spec in inputs.values()):
+                _draw_sound(layout.box(), context.scene)
         engine_settings.draw(layout.column(), context.scene, settings.engine)
 
         session = operators.active_session
@@ -161,6 +163,19 @@ class MARIONETTE_PT_rig_mapping(_SidebarPanel, bpy.types.Panel):
             layout.prop(item, "keypoint")
             layout.prop_search(item, "bone", obj.data, "bones")
             layout.prop(item, "offset")
+
+
+def _draw_sound(layout, scene) -> None:
+    """Which sound strips Generate mixes for an engine that takes the sound, over which frames."""
+    sounds = vse.sound_strips(scene, audible=True)
+    if not sounds:
+        layout.label(text="No sound strip: add the dialogue or song in the Sequencer", icon="ERROR")
+        return
+    layout.label(text=f"Sound of frames {scene.frame_start}-{scene.frame_end}, mixed to 16 kHz mono:",
+                 icon="SPEAKER")
+    for strip in sounds:
+        first = compat.strip_left_handle(strip)
+        layout.label(text=f"{strip.name}  (frames {first}-{first + compat.strip_duration(strip) - 1})")
 
 
 def _wrap(text: str, width: int) -> list[str]:

@@ -20,7 +20,7 @@ import bpy
 import numpy as np
 from bpy.props import FloatProperty, IntProperty, StringProperty
 
-from . import compat
+from . import compat, vse
 from .core.client import BackendError
 from .face_binding import FaceBindingError, canonical_face, has_binding, load_binding
 from .lip_sync import (CANONICAL_COUNT, DEFAULT_SMOOTHING, LipSyncError, Offsets, chosen_shape_keys,
@@ -80,18 +80,10 @@ def find_face(context, name: str) -> bpy.types.Object:
     return obj
 
 
-def sound_strips(scene: bpy.types.Scene) -> list:
-    editor = scene.sequence_editor
-    if editor is None:
-        return []
-    found = [strip for strip in compat.all_strips(editor) if strip.type == "SOUND"]
-    return sorted(found, key=lambda strip: (compat.strip_left_handle(strip), strip.channel))
-
-
 def find_sound_strip(scene: bpy.types.Scene, sound: str):
     """The sound strip `sound` names, the first sound strip when `sound` is empty, or None when
     `sound` is a file path."""
-    strips = sound_strips(scene)
+    strips = vse.sound_strips(scene)
     if not sound:
         if not strips:
             raise LipSyncError("the scene has no sound strip; add the sound in the Video Sequencer, or give Sound "

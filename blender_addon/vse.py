@@ -12,6 +12,15 @@ STRIP_PREFIX = "Marionette "
 DEFAULT_CHANNELS = {"mask": 1, "face": 2, "pose": 3, "face_crops": 4, "frames": 5}  # frames above the maps
 
 
+def sound_strips(scene: bpy.types.Scene, audible: bool = False) -> list:
+    """The scene's sound strips (inside meta strips too) in time order; `audible`: not muted."""
+    editor = scene.sequence_editor
+    if editor is None:
+        return []
+    found = [s for s in compat.all_strips(editor) if s.type == "SOUND" and not (audible and s.mute)]
+    return sorted(found, key=lambda strip: (compat.strip_left_handle(strip), strip.channel))
+
+
 def render_or_save_running() -> bool:
     """True while Blender renders or saves; the VSE must not be touched then."""
     return any(bpy.app.is_job_running(kind) for kind in ("RENDER", "RENDER_PREVIEW", "COMPOSITE"))
