@@ -25,7 +25,8 @@ from . import backend_process, compat, engine_settings, vse
 from .backend_process import BackendSettings
 from .control_maps import ControlMapError, ControlMapJob, armatures_to_render, job_settings, keypoints_at
 from .core.client import BackendError
-from .core.png import encode_png
+from .core.face import resize_bilinear, wan_face_box
+from .core.png import decode_png, encode_png
 
 POLL_SECONDS = 0.25  # how often the worker looks up from a quiet socket to see if it should stop
 
@@ -70,12 +71,14 @@ class TrackPlan:
     audio: bool = False
     mask: bool = False
     background: bool = False
+    face_crops: bool = False  # face crops rendered in Blender (instead of made by the backend)
     tracks: dict[str, str] = field(default_factory=dict)  # track name -> control pass folder
     required: set[str] = field(default_factory=set)  # the track names the engine cannot do without
     texts: tuple[str, ...] = ()
 
 
-def plan_tracks(engine: dict, background_strip: str, settings: dict | None = None) -> TrackPlan:
+def plan_tracks(engine: dict, background_strip: str, settings: dict | None = None,
+                render_face_crops: bool = False) -> TrackPlan:
     """The passes and tracks an engine's declared inputs ask for, for these setting values (an input
     declared `when` other values is skipped); GenerationError for one this extension cannot make."""
     plan = TrackPlan()
@@ -100,6 +103,8 @@ def plan_tracks(engine: dict, background_strip: str, settings: dict | None = Non
                                       f"version of the extension cannot send; update Marionette")
             continue
         folder = PASS_OF_STYLE.get(style)
+        if style == "face-crop" and render_face_crops:
+            folder = "face_crops"
         if folder == "background" and not background_strip:
             if required:
                 raise GenerationError(f"engine '{engine['name']}' needs a background plate; pick the strip in "
@@ -119,6 +124,7 @@ def plan_tracks(engine: dict, background_strip: str, settings: dict | None = Non
             plan.face_style = style
         plan.mask |= folder == "mask"
         plan.background |= folder == "background"
+        plan.face_crops |= folder == "face_crops"
     plan.texts = tuple(texts)
     return plan
 
@@ -140,7 +146,7 @@ class GenerationSession:
         self.stop = threading.Event()
         self.worker: threading.Thread | None = None
         self.map_job: ControlMapJob | None = None
-        self.background_job: BackgroundPlateJob | None = None
+        self.render_jobs: list = []  # after the maps, in turn: the background plate, rendered face crops
         self.received = 0
         self.total = 0
         self.job_id: str | None = None
@@ -179,8 +185,8 @@ class GenerationSession:
     def progress(self) -> float:
         if self.phase == "maps" and self.map_job is not None:
             return 0.2 * self.map_job.progress
-        if self.phase == "background" and self.background_job is not None:
-            return 0.2 * self.background_job.progress
+        if self.phase == "render" and self.render_jobs:
+            return 0.2 * self.render_jobs[0].progress
         return 0.2 + 0.8 * (self.received / self.total if self.total else 0.0)
 
     @property
@@ -189,8 +195,8 @@ class GenerationSession:
             return "connecting"
         if self.phase == "maps":
             return "control maps"
-        if self.phase == "background":
-            return "background plate"
+        if self.phase == "render" and self.render_jobs:
+            return self.render_jobs[0].label
         return f"frame {self.received}/{self.total}" if self.total else "waiting for the backend"
 
     def pump(self, budget: float = 0.05) -> bool:
@@ -203,15 +209,19 @@ class GenerationSession:
                         self._maps_done()
                         break
                 return True
-            if self.phase == "background":
+            if self.phase == "render":
                 while time.perf_counter() < deadline:
-                    if not self.background_job.step():
-                        self._submit()
+                    if not self.render_jobs[0].step():
+                        self.render_jobs.pop(0)
+                        if not self.render_jobs:
+                            self._submit()
                         break
                 return True
         except (ControlMapError, GenerationError) as error:
             if self.map_job is not None and self.phase == "maps":
                 self.map_job.abort()
+            for job in self.render_jobs:
+                job.close()
             self.submissions.put(None)
             return self._end(str(error), failed=True)
         while True:
@@ -251,11 +261,11 @@ class GenerationSession:
 
     def cancel(self) -> None:
         """Esc: stop the control maps, or ask the backend to cancel the job; frames so far stay."""
-        if self.phase in ("connect", "maps", "background"):
+        if self.phase in ("connect", "maps", "render"):
             if self.map_job is not None and self.phase == "maps":
                 self.map_job.abort()
-            if self.background_job is not None and self.phase == "background":
-                self.background_job.close()  # its helper scene and staged frames go
+            for job in self.render_jobs:
+                job.close()  # helper scenes, staged frames and borrowed render settings go back
             self.stop.set()
             self.submissions.put(None)
             self._end("cancelled")
@@ -276,7 +286,8 @@ class GenerationSession:
             raise GenerationError(f"engine '{engine['name']}' has no setting {', '.join(unknown)}; it has "
                                   f"{', '.join(declared) or 'none'}")
         values = {**engine_settings.settings_for(self.scene, engine["name"]), **self.settings_override}
-        self.tracks = plan_tracks(engine, marionette.background_strip, values)
+        self.tracks = plan_tracks(engine, marionette.background_strip, values,
+                                  marionette.face_crops_source == "RENDER")
         if self.tracks.audio:
             require_scene_sound(self.scene)
         if self.tracks.pose_style:
@@ -305,9 +316,11 @@ class GenerationSession:
                                              settings.frame_start, summary["frames"])
         self.total = summary["frames"]
         if self.tracks.background:
-            self.background_job = BackgroundPlateJob(self.scene, self.scene.marionette.background_strip,
-                                                     settings)
-            self.phase = "background"
+            self.render_jobs.append(BackgroundPlateJob(self.scene, self.scene.marionette.background_strip, settings))
+        if self.tracks.face_crops:
+            self.render_jobs.append(FaceCropRenderJob(self.scene, settings))
+        if self.render_jobs:
+            self.phase = "render"
         else:
             self._submit()
 
@@ -432,6 +445,8 @@ class BackgroundPlateJob:
     placed as the Sequencer shows them: fit, transform, crop, flips, trim). Frames the strip does not
     show are black. One frame per step(), so the UI stays responsive."""
 
+    label = "background plate"
+
     def __init__(self, scene: bpy.types.Scene, strip_name: str, settings):
         editor = scene.sequence_editor
         strip = compat.strips(editor).get(strip_name) if editor is not None else None
@@ -507,6 +522,91 @@ class BackgroundPlateJob:
 
 # What the Sequencer does to a strip's pixels beside its transform and crop (where the version has it).
 STRIP_LOOK = ("use_flip_x", "use_flip_y", "use_reverse_frames", "color_saturation", "color_multiply", "alpha_mode")
+
+
+class FaceCropRenderJob:
+    """Face crops rendered from the character's head in Blender, for engines that take them (Wan's
+    face video): per frame the scene camera's view of Wan's face box (from the frame's 68 face
+    points), rendered with the scene's own engine through a render border at about 512 px and
+    resized to 512x512, into control/face_crops/<frame:06d>.png. One frame per step(); the scene's
+    render settings are restored afterwards."""
+
+    label = "face crops"
+    SIZE = 512
+
+    def __init__(self, scene: bpy.types.Scene, settings):
+        self.scene, self.settings = scene, settings
+        self.frames = list(range(settings.frame_start, settings.frame_end + 1))
+        control = settings.output_dir / "control"
+        self.keypoints, self.folder = control / "keypoints", control / "face_crops"
+        self.staging = control / ".staging-face_crops"
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir(parents=True)
+        render = scene.render
+        self.saved = {name: getattr(render, name) for name in (
+            "use_border", "use_crop_to_border", "border_min_x", "border_max_x", "border_min_y", "border_max_y",
+            "resolution_percentage", "filepath", "use_sequencer", "use_compositing")}
+        self.saved_format = render.image_settings.file_format, render.image_settings.color_mode
+        self.original_frame = scene.frame_current
+        self.next_index = 0
+        self.closed = False
+
+    @property
+    def progress(self) -> float:
+        return self.next_index / len(self.frames)
+
+    def step(self) -> bool:
+        if self.next_index >= len(self.frames):
+            return False
+        frame = self.frames[self.next_index]
+        width, height = self.settings.width, self.settings.height
+        people = json.loads((self.keypoints / f"{frame:06d}.json").read_text()).get("people", [])
+        faces = [np.asarray(p.get("face_keypoints_2d", []), dtype=np.float64).reshape(-1, 3) for p in people]
+        points = next((f[f[:, 2] > 0] for f in faces if (f[:, 2] > 0).sum() >= 10), None)
+        if points is None:
+            self.close()
+            raise GenerationError(f"frame {frame} has no face landmarks to render a face crop from; bind a face to "
+                                  f"the character (Marionette > Face), or let the backend make the crops")
+        x1, x2, y1, y2 = wan_face_box(points, width, height)
+        render = self.scene.render
+        render.use_border, render.use_crop_to_border = True, True
+        render.use_sequencer = render.use_compositing = False  # the camera's view, not the edit or the comp
+        render.border_min_x, render.border_max_x = x1 / width, x2 / width
+        render.border_min_y, render.border_max_y = 1 - y2 / height, 1 - y1 / height
+        zoom = self.SIZE / max(x2 - x1, y2 - y1, 1)  # render the box at about the crop's size
+        render.resolution_percentage = max(1, min(32767, round(self.saved["resolution_percentage"] * zoom)))
+        render.image_settings.file_format, render.image_settings.color_mode = "PNG", "RGB"
+        rendered = self.staging / f".render-{frame:06d}.png"
+        render.filepath = str(rendered)
+        self.scene.frame_set(frame)
+        try:
+            with bpy.context.temp_override(scene=self.scene):
+                bpy.ops.render.render(write_still=True)
+            image = decode_png(rendered.read_bytes())[..., :3]
+        except (RuntimeError, OSError, ValueError) as error:
+            self.close()
+            raise GenerationError(f"cannot render the face crop of frame {frame}: {error}") from None
+        rendered.unlink()
+        crop = resize_bilinear(np.ascontiguousarray(image), self.SIZE, self.SIZE)
+        (self.staging / f"{frame:06d}.png").write_bytes(encode_png(crop))
+        self.next_index += 1
+        if self.next_index < len(self.frames):
+            return True
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.staging.rename(self.folder)
+        self.close()
+        return False
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        render = self.scene.render
+        for name, value in self.saved.items():
+            setattr(render, name, value)
+        render.image_settings.file_format, render.image_settings.color_mode = self.saved_format
+        self.scene.frame_set(self.original_frame)
+        shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def strip_copy(strip, scene: bpy.types.Scene):

@@ -88,6 +88,8 @@ class MARIONETTE_PT_generate(_SidebarPanel, bpy.types.Panel):
                                        compat.strips_property(context.scene.sequence_editor))
                 else:
                     layout.prop(settings, "background_strip")
+            if any(spec.get("style") == "face-crop" for spec in inputs.values()):
+                layout.prop(settings, "face_crops_source")
             if any(spec.get("kind") == "audio" for spec in inputs.values()):
                 _draw_sound(layout.box(), context.scene)
         engine_settings.draw(layout.column(), context.scene, settings.engine)

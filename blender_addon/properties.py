@@ -81,6 +81,13 @@ class MARIONETTE_PG_scene(bpy.types.PropertyGroup):
     negative_prompt: StringProperty(
         name="Negative Prompt", default="",
         description="For engines that take a prompt: what the video should not show")
+    face_crops_source: EnumProperty(
+        name="Face Crops", default="WARP",
+        items=[("WARP", "Warped Reference", "The backend warps the reference face to each frame's face landmarks: "
+                                            "photo-real, with the face rig's expression and head motion"),
+               ("RENDER", "Rendered Head", "Render the character's head in Blender (the scene camera's view of "
+                                           "the face, with the scene's render engine) for each frame")],
+        description="For engines driven by face crops (wan-animate): where the crops come from")
     background_strip: StringProperty(
         name="Background Strip",
         description="For replace-mode engines: the VSE image-sequence or movie strip whose frames the "

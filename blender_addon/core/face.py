@@ -185,3 +185,28 @@ def _linear_taps(source: int, target: int) -> tuple[np.ndarray, tuple[np.ndarray
     second = np.rint(fraction * 2048).astype(np.int64)
     return index, (2048 - second, second)
 
+
+# Wan2.2-Animate's face crops (its preprocessing's get_face_bboxes): the box of the 68 face points,
+# its area scaled by 1.3 keeping the aspect, the extra height mostly above (the forehead).
+WAN_FACE_AREA_SCALE = 1.3
+FaceBox = tuple[int, int, int, int]  # x1, x2, y1, y2: pixels, origin top-left; the crop is [y1:y2, x1:x2]
+
+
+def wan_face_box(points: np.ndarray, width: int, height: int, scale: float = WAN_FACE_AREA_SCALE) -> FaceBox:
+    """Wan's face box of face points ((N, 2|3) pixels, origin top-left, every row used) in a
+    width x height frame: (x1, x2, y1, y2), the crop being frame[y1:y2, x1:x2]."""
+    xy = np.asarray(points, dtype=np.float64)[:, :2]
+    min_x, min_y = xy.min(axis=0)
+    max_x, max_y = xy.max(axis=0)
+    # A flat box (all points on one line) has no aspect; the original divides by zero there.
+    initial_width, initial_height = max(max_x - min_x, 1.0), max(max_y - min_y, 1.0)
+    expanded_area = initial_width * initial_height * scale
+    new_width = np.sqrt(expanded_area * (initial_width / initial_height))
+    new_height = np.sqrt(expanded_area * (initial_height / initial_width))
+    delta_width = (new_width - initial_width) / 2
+    delta_height = (new_height - initial_height) / 4
+    x1 = max(min_x - delta_width, 0)
+    x2 = min(max_x + delta_width, width)
+    y1 = max(min_y - 3 * delta_height, 0)
+    y2 = min(max_y + delta_height, height)
+    return int(x1), int(x2), int(y1), int(y2)

@@ -577,3 +577,43 @@ def test_engine_settings_are_the_declared_ones_and_the_json_override_is_checked(
     assert "must be a JSON object" in errors["not json"] and "must be a JSON object" in errors["list"], errors
     assert not result["maps_written"]  # refused before any control map is drawn
     assert "'steps' must be of type int" in errors["wrong type"], errors["wrong type"]
+
+
+def case_wan_animate_with_face_crops_rendered_in_blender(tmp, port, token_file, store, weights):
+    import numpy as np
+
+    scene = _demo(tmp, port, token_file, frames=3, engine="wan-animate")
+    import bpy
+
+    scene.render.engine = "BLENDER_WORKBENCH"  # any engine renders the crops; Workbench is quick headless
+    bpy.data.objects["DemoFace"].hide_render = False  # the demo's only mesh: its body exists in the picture only
+    scene.marionette.face_crops_source = "RENDER"
+    _set(scene, "wan-animate", weights=weights, segment=5, carry=1, steps=1)
+    render_before = [scene.render.resolution_percentage, scene.render.use_border, scene.render.filepath]
+    outcome = _generate()
+    crops = Path(tmp) / "marionette" / "control" / "face_crops"
+    job = _job(store, scene)
+    sent = Path(job["folder"]) / "inputs" / "tracks" / "face_crops"
+    images = [_read_png(p) for p in sorted(crops.glob("*.png"))]
+    return {"outcome": outcome, "crops": _names(crops), "sizes": sorted({tuple(_png_size(p)) for p in crops.glob("*.png")}),
+            "spread": [float(np.asarray(image, dtype=np.float64).std()) for image in images],
+            "green_share": [float(((image[..., 1] > 150) & (image[..., 0] < 60)).mean()) for image in images],
+            "sent_equal": [(sent / f"{i:06d}.png").read_bytes() == (crops / f"{frame:06d}.png").read_bytes()
+                           for i, frame in enumerate(range(1, 4))],
+            "tracks": job["tracks"], "frames": _names(Path(tmp) / "marionette" / "frames"),
+            "returned_crops": (Path(tmp) / "marionette" / "face_crops").is_dir(),
+            "render_after": [scene.render.resolution_percentage, scene.render.use_border, scene.render.filepath],
+            "render_before": render_before}
+
+
+def test_wan_animate_takes_face_crops_rendered_from_the_head_in_blender(tmp_path, backend, weights):
+    result = _run(case_wan_animate_with_face_crops_rendered_in_blender, tmp_path, backend, store=backend["store"],
+                  weights=weights["wan-animate"])
+    assert result["outcome"] == ["FINISHED"], result["outcome"]
+    expected = [f"{frame:06d}.png" for frame in range(1, 4)]
+    assert result["crops"] == expected and result["sizes"] == [[512, 512]]
+    assert min(result["spread"]) > 5, result["spread"]  # a rendered face, not an empty frame
+    assert max(result["green_share"]) < 0.05, result["green_share"]  # the 3D view, not the VSE's pose maps
+    assert result["tracks"].get("face_crops") == 3 and all(result["sent_equal"]), result
+    assert result["frames"] == expected and not result["returned_crops"]  # the engine made none of its own
+    assert result["render_after"] == result["render_before"]  # the scene's render settings are restored

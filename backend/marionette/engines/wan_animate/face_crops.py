@@ -23,39 +23,19 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from marionette_core.face import FaceBox as Box
 from marionette_core.face import ibug68
+from marionette_core.face import wan_face_box as face_box
 from marionette_core.keypoints import BODY_18, PersonKeypoints
 
 from ..warp import WarpRig
 from .loading import WanAnimateError
 
 FACE_CROP_SIZE = 512  # pixels, square: what the motion encoder takes
-FACE_AREA_SCALE = 1.3
 FACE_68_KEY = "face_keypoints_2d"
 FACE_MESH_KEY = "face_mesh_keypoints_2d"
 _HEAD = {name: BODY_18.index(name) for name in ("nose", "r_eye", "l_eye", "r_ear", "l_ear")}
 
-Box = tuple[int, int, int, int]  # x1, x2, y1, y2: pixels, origin top-left; the crop is [y1:y2, x1:x2]
-
-
-def face_box(points: np.ndarray, width: int, height: int, scale: float = FACE_AREA_SCALE) -> Box:
-    """Wan's face box of face points ((N, 2|3) pixels, origin top-left, every row used) in a
-    width x height frame: (x1, x2, y1, y2), the crop being frame[y1:y2, x1:x2]."""
-    xy = np.asarray(points, dtype=np.float64)[:, :2]
-    min_x, min_y = xy.min(axis=0)
-    max_x, max_y = xy.max(axis=0)
-    # A flat box (all points on one line) has no aspect; the original divides by zero there.
-    initial_width, initial_height = max(max_x - min_x, 1.0), max(max_y - min_y, 1.0)
-    expanded_area = initial_width * initial_height * scale
-    new_width = np.sqrt(expanded_area * (initial_width / initial_height))
-    new_height = np.sqrt(expanded_area * (initial_height / initial_width))
-    delta_width = (new_width - initial_width) / 2
-    delta_height = (new_height - initial_height) / 4
-    x1 = max(min_x - delta_width, 0)
-    x2 = min(max_x + delta_width, width)
-    y1 = max(min_y - 3 * delta_height, 0)
-    y2 = min(max_y + delta_height, height)
-    return int(x1), int(x2), int(y1), int(y2)
 
 
 def crop_face(image: np.ndarray, box: Box, size: int = FACE_CROP_SIZE) -> np.ndarray:
