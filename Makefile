@@ -71,16 +71,16 @@ test-backend: .venv/.installed
 test-blender: test-blender-4.5 test-blender-5.2 test-blender-4.2
 
 test-blender-4.5: .venv-blender/.installed
-	MARIONETTE_BLENDER_PYTHON=$(CURDIR)/.venv-blender/bin/python .venv-blender/bin/python -m pytest -q tests/blender
+	MARIONETTE_BLENDER_PYTHON=$(CURDIR)/.venv-blender/bin/python .venv-blender/bin/python -m pytest -q -rs tests/blender
 
 test-blender-5.2: setup-blender-5
 	@if [ -x .venv-blender-5/bin/python ]; then \
-		echo "MARIONETTE_BLENDER_PYTHON=$(CURDIR)/.venv-blender-5/bin/python .venv-blender-5/bin/python -m pytest -q tests/blender"; \
-		MARIONETTE_BLENDER_PYTHON=$(CURDIR)/.venv-blender-5/bin/python .venv-blender-5/bin/python -m pytest -q tests/blender; \
+		echo "MARIONETTE_BLENDER_PYTHON=$(CURDIR)/.venv-blender-5/bin/python .venv-blender-5/bin/python -m pytest -q -rs tests/blender"; \
+		MARIONETTE_BLENDER_PYTHON=$(CURDIR)/.venv-blender-5/bin/python .venv-blender-5/bin/python -m pytest -q -rs tests/blender; \
 	else echo "NO PYTHON 3.13: the Blender 5.2 LTS tests did not run"; fi
 
 test-blender-4.2: .venv-blender-42/.installed
-	MARIONETTE_BLENDER_PYTHON=$(CURDIR)/.venv-blender-42/bin/python .venv-blender-42/bin/python -m pytest -q -m smoke tests/blender
+	MARIONETTE_BLENDER_PYTHON=$(CURDIR)/.venv-blender-42/bin/python .venv-blender-42/bin/python -m pytest -q -rs -m smoke tests/blender
 
 demo: setup extension
 	rm -rf out/demo
