@@ -439,7 +439,50 @@ def mix_scene_sound(scene: bpy.types.Scene, frame_start: int, frame_end: int, fo
     return path.read_bytes()
 
 
-class BackgroundPlateJob:
+class FrameRenderJob:
+    """A per-frame render into control/<name>/<frame:06d>.png through a staging folder that replaces
+    the pass only when every frame is done; one frame per step(), so the UI stays responsive.
+    Subclasses render one frame in render_frame() and give back what they borrowed in close()."""
+
+    label = ""
+
+    def __init__(self, settings, name: str):
+        self.frames = list(range(settings.frame_start, settings.frame_end + 1))
+        control = settings.output_dir / "control"
+        self.folder, self.staging = control / name, control / f".staging-{name}"
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir(parents=True)
+        self.next_index = 0
+
+    @property
+    def progress(self) -> float:
+        return self.next_index / len(self.frames)
+
+    def step(self) -> bool:
+        if self.next_index >= len(self.frames):
+            return False
+        frame = self.frames[self.next_index]
+        try:
+            self.render_frame(frame, self.staging / f"{frame:06d}.png")
+        except GenerationError:
+            self.close()
+            raise
+        self.next_index += 1
+        if self.next_index < len(self.frames):
+            return True
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.staging.rename(self.folder)
+        self.close()
+        return False
+
+    def render_frame(self, frame: int, path) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+class BackgroundPlateJob(FrameRenderJob):
     """The background plate of a replace-mode job: the chosen VSE strip rendered alone, frame by frame,
     at the job's size into control/background/<frame:06d>.png (image sequences and movies alike,
     placed as the Sequencer shows them: fit, transform, crop, flips, trim). Frames the strip does not
@@ -453,14 +496,10 @@ class BackgroundPlateJob:
         if strip is None or strip.type not in ("IMAGE", "MOVIE"):
             raise GenerationError(f"the background strip '{strip_name}' is not an image-sequence or movie strip "
                                   f"of this scene; pick one in Marionette > Generate")
-        self.frames = list(range(settings.frame_start, settings.frame_end + 1))
+        super().__init__(settings, "background")
         first = compat.strip_left_handle(strip)
         self.shown = range(round(first), round(first + compat.strip_duration(strip)))
         self.size = settings.width, settings.height
-        self.folder = settings.output_dir / "control" / "background"
-        self.staging = settings.output_dir / "control" / ".staging-background"
-        shutil.rmtree(self.staging, ignore_errors=True)
-        self.staging.mkdir(parents=True)
         self.plate = bpy.data.scenes.new("Marionette background plate")
         try:
             render = self.plate.render
@@ -481,17 +520,8 @@ class BackgroundPlateJob:
         except BaseException:
             self.close()
             raise
-        self.next_index = 0
 
-    @property
-    def progress(self) -> float:
-        return self.next_index / len(self.frames)
-
-    def step(self) -> bool:
-        if self.next_index >= len(self.frames):
-            return False
-        frame = self.frames[self.next_index]
-        path = self.staging / f"{frame:06d}.png"
+    def render_frame(self, frame: int, path) -> None:
         if frame in self.shown:
             self.plate.frame_set(frame)
             self.plate.render.filepath = str(path)
@@ -500,31 +530,23 @@ class BackgroundPlateJob:
                 with bpy.context.temp_override(scene=self.plate):
                     bpy.ops.render.render(write_still=True)
             except RuntimeError as error:
-                self.close()
                 raise GenerationError(f"cannot render the background plate at frame {frame}: {error}") from None
         else:
             width, height = self.size
             path.write_bytes(encode_png(np.zeros((height, width, 3), dtype=np.uint8)))
-        self.next_index += 1
-        if self.next_index < len(self.frames):
-            return True
-        shutil.rmtree(self.folder, ignore_errors=True)
-        self.staging.rename(self.folder)
-        self.close()
-        return False
 
     def close(self) -> None:
-        if self.plate is not None:
+        if getattr(self, "plate", None) is not None:
             bpy.data.scenes.remove(self.plate)
             self.plate = None
-        shutil.rmtree(self.staging, ignore_errors=True)
+        super().close()
 
 
 # What the Sequencer does to a strip's pixels beside its transform and crop (where the version has it).
 STRIP_LOOK = ("use_flip_x", "use_flip_y", "use_reverse_frames", "color_saturation", "color_multiply", "alpha_mode")
 
 
-class FaceCropRenderJob:
+class FaceCropRenderJob(FrameRenderJob):
     """Face crops rendered from the character's head in Blender, for engines that take them (Wan's
     face video): per frame the scene camera's view of Wan's face box (from the frame's 68 face
     points), rendered with the scene's own engine through a render border at about 512 px and
@@ -535,36 +557,23 @@ class FaceCropRenderJob:
     SIZE = 512
 
     def __init__(self, scene: bpy.types.Scene, settings):
+        super().__init__(settings, "face_crops")
         self.scene, self.settings = scene, settings
-        self.frames = list(range(settings.frame_start, settings.frame_end + 1))
-        control = settings.output_dir / "control"
-        self.keypoints, self.folder = control / "keypoints", control / "face_crops"
-        self.staging = control / ".staging-face_crops"
-        shutil.rmtree(self.staging, ignore_errors=True)
-        self.staging.mkdir(parents=True)
+        self.keypoints = settings.output_dir / "control" / "keypoints"
         render = scene.render
         self.saved = {name: getattr(render, name) for name in (
             "use_border", "use_crop_to_border", "border_min_x", "border_max_x", "border_min_y", "border_max_y",
             "resolution_percentage", "filepath", "use_sequencer", "use_compositing")}
         self.saved_format = render.image_settings.file_format, render.image_settings.color_mode
         self.original_frame = scene.frame_current
-        self.next_index = 0
         self.closed = False
 
-    @property
-    def progress(self) -> float:
-        return self.next_index / len(self.frames)
-
-    def step(self) -> bool:
-        if self.next_index >= len(self.frames):
-            return False
-        frame = self.frames[self.next_index]
+    def render_frame(self, frame: int, path) -> None:
         width, height = self.settings.width, self.settings.height
         people = json.loads((self.keypoints / f"{frame:06d}.json").read_text()).get("people", [])
         faces = [np.asarray(p.get("face_keypoints_2d", []), dtype=np.float64).reshape(-1, 3) for p in people]
         points = next((f[f[:, 2] > 0] for f in faces if (f[:, 2] > 0).sum() >= 10), None)
         if points is None:
-            self.close()
             raise GenerationError(f"frame {frame} has no face landmarks to render a face crop from; bind a face to "
                                   f"the character (Marionette > Face), or let the backend make the crops")
         x1, x2, y1, y2 = wan_face_box(points, width, height)
@@ -584,18 +593,9 @@ class FaceCropRenderJob:
                 bpy.ops.render.render(write_still=True)
             image = decode_png(rendered.read_bytes())[..., :3]
         except (RuntimeError, OSError, ValueError) as error:
-            self.close()
             raise GenerationError(f"cannot render the face crop of frame {frame}: {error}") from None
         rendered.unlink()
-        crop = resize_bilinear(np.ascontiguousarray(image), self.SIZE, self.SIZE)
-        (self.staging / f"{frame:06d}.png").write_bytes(encode_png(crop))
-        self.next_index += 1
-        if self.next_index < len(self.frames):
-            return True
-        shutil.rmtree(self.folder, ignore_errors=True)
-        self.staging.rename(self.folder)
-        self.close()
-        return False
+        path.write_bytes(encode_png(resize_bilinear(np.ascontiguousarray(image), self.SIZE, self.SIZE)))
 
     def close(self) -> None:
         if self.closed:
@@ -606,7 +606,7 @@ class FaceCropRenderJob:
             setattr(render, name, value)
         render.image_settings.file_format, render.image_settings.color_mode = self.saved_format
         self.scene.frame_set(self.original_frame)
-        shutil.rmtree(self.staging, ignore_errors=True)
+        super().close()
 
 
 def strip_copy(strip, scene: bpy.types.Scene):

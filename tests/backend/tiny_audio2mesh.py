@@ -13,26 +13,12 @@ from pathlib import Path
 
 import torch
 
-TINY_WAV2VEC2 = {
-    "model_type": "wav2vec2",
-    "conv_dim": [16, 16, 16, 16, 16, 16, 16],
-    "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
-    "conv_stride": [5, 2, 2, 2, 2, 2, 2],
-    "conv_bias": False,
-    "num_feat_extract_layers": 7,
-    "feat_extract_norm": "group",
-    "feat_extract_activation": "gelu",
-    "hidden_size": 24,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 32,
-    "hidden_act": "gelu",
-    "num_conv_pos_embeddings": 16,
-    "num_conv_pos_embedding_groups": 4,
-    "do_stable_layer_norm": False,
-    "mask_time_prob": 0.05,
-    "vocab_size": 32,
-}
+from marionette.lip_sync import WAV2VEC2_BASE_960H
+
+# The released architecture (kernels, strides, norms) at toy widths.
+TINY_WAV2VEC2 = {**WAV2VEC2_BASE_960H, "conv_dim": [16] * 7, "hidden_size": 24, "num_hidden_layers": 2,
+                 "num_attention_heads": 2, "intermediate_size": 32, "num_conv_pos_embeddings": 16,
+                 "num_conv_pos_embedding_groups": 4}
 TINY_LATENT = 8
 
 
