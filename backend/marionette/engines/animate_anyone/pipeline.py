@@ -210,6 +210,8 @@ class AnimateAnyonePipeline:
 
         last_window = {frame: w for w, indices in enumerate(windows) for frame in indices}
         halves = 2 if guided else 1
+        # The reference pipelines average overlapping windows' predictions inside their guidance
+        # branch only: without guidance (scale <= 1) they add up. Kept, so a seed gives their frames.
         for step, timestep in enumerate(scheduler.timesteps):
             final = step == len(scheduler.timesteps) - 1
             prediction = torch.zeros((halves,) + latents.shape[1:], device=device, dtype=dtype)
@@ -220,6 +222,8 @@ class AnimateAnyonePipeline:
                 prediction[:, :, indices] += self._denoise(latents[:, :, indices], timestep, embeds,
                                                            pose_features(w), guided)
                 counter[:, :, indices] += 1
+                if not guided:  # see below: without guidance the reference adds overlapping windows up
+                    counter[:, :, indices] = 1
                 if final:
                     done = [f for f in indices if last_window[f] == w]
                     if done:

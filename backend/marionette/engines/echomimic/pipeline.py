@@ -24,9 +24,9 @@ pipelines, plain and accelerated):
   v -> x0 -> v round trip (the identity up to rounding, kept for the rounding).
 - Decoding one frame at a time, (x / 2 + 0.5).clamp(0, 1), truncated to uint8.
 
-One deliberate difference: with guidance <= 1 the release's plain (not accelerated) pipelines add
-up the windows' predictions without dividing by the count (its accelerated ones divide); this
-always divides.
+As the release does, the plain (not accelerated) pipelines divide the summed predictions by the
+count only when they guide (scale > 1): without guidance overlapping windows add up. The
+accelerated ones always divide.
 
 The first frame is final only after the last step (the closed loop lets every window shift over the
 whole clip), so frames are decoded and yielded in order after the last step, each as soon as it is
@@ -180,7 +180,8 @@ class EchoMimicPipeline:
                 prediction[:, :, window] = prediction[:, :, window] + self._denoise(
                     latents[:, :, window], timestep, features[window], face(window), guided, accelerated)
                 counter[:, :, window] = counter[:, :, window] + 1
-            latents = scheduler.step(guide(prediction / counter, guidance), timestep, latents, return_dict=False)[0]
+            average = prediction / counter if guided or accelerated else prediction
+            latents = scheduler.step(guide(average, guidance), timestep, latents, return_dict=False)[0]
         self.bank.clear()
 
         for index in range(frames):
