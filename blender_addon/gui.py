@@ -132,6 +132,7 @@ class MARIONETTE_PT_face(_SidebarPanel, bpy.types.Panel):
         layout.label(text="its landmarks then join that character's maps.")
         layout.operator("marionette.bind_face", icon="SHAPEKEY_DATA")
         layout.operator("marionette.import_face_capture", icon="IMPORT")
+        layout.prop(context.scene.marionette, "lip_sync_weights")
         layout.operator("marionette.lip_sync", icon="SPEAKER")
 
 

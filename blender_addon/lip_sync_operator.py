@@ -274,7 +274,7 @@ class MARIONETTE_OT_lip_sync(bpy.types.Operator):
     weights: StringProperty(
         name="Weights", default="", subtype="DIR_PATH",
         description="The backend's folder with audio2mesh.pt and wav2vec2-base-960h/ (AniPortrait's release); "
-                    "empty: the audio2mesh weights setting")
+                    "empty: Marionette > Face > Lip Sync Weights")
 
     _plan: LipSyncPlan | None = None
     _thread: threading.Thread | None = None
@@ -308,11 +308,8 @@ class MARIONETTE_OT_lip_sync(bpy.types.Operator):
         return plan
 
     def _weights_folder(self, context) -> str | None:
-        if self.weights:
-            return bpy.path.abspath(self.weights)
-        from .engine_settings import settings_for
-
-        return settings_for(context.scene, "audio2mesh").get("weights")
+        folder = self.weights or context.scene.marionette.lip_sync_weights
+        return bpy.path.abspath(folder) if folder else None
 
     def _backend(self, context):
         from .operators import backend_settings

@@ -92,6 +92,10 @@ class MARIONETTE_PG_scene(bpy.types.PropertyGroup):
         name="Background Strip",
         description="For replace-mode engines: the VSE image-sequence or movie strip whose frames the "
                     "character is generated into (a rendered set or a live-action plate)")
+    lip_sync_weights: StringProperty(
+        name="Lip Sync Weights", subtype="DIR_PATH", default="", options=BLEND_RELATIVE_PATH,
+        description="Lip Sync from Audio: the folder on the backend's machine with AniPortrait's audio2mesh.pt "
+                    "and wav2vec2-base-960h/")
     # The last job, for Resume.
     last_job_id: StringProperty(default="")
     last_job_frame_start: IntProperty(default=1)

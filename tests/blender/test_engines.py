@@ -430,8 +430,9 @@ def case_lip_sync_through_the_backend(tmp, port, token_file, weights):
     strip = h.compat().strips(editor).new_sound("Voice", str(_write_wav(Path(tmp) / "voice.wav", 1.5, 16000, 1)),
                                                 2, 10)
     bpy.context.view_layer.objects.active = face
+    scene.marionette.lip_sync_weights = weights  # the Face panel's field; the operator takes it from there
     try:
-        outcome = sorted(bpy.ops.marionette.lip_sync(sound="Voice", weights=weights, smoothing=0.0))
+        outcome = sorted(bpy.ops.marionette.lip_sync(sound="Voice", smoothing=0.0))
     except RuntimeError as error:
         outcome = str(error)
     curves = {c.data_path: c for c in h.compat().fcurves(face.data.shape_keys) or ()}
