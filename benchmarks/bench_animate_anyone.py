@@ -71,6 +71,24 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def timed_generation(frames, device: torch.device) -> tuple[float, float | None, str]:
+    """Run a generation (an iterator of frames) to its end: (seconds, seconds to the first frame,
+    peak memory as text: GPU memory on CUDA, the process's otherwise)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    sync(device)
+    start = time.perf_counter()
+    first_frame = None
+    for _frame in frames:
+        if first_frame is None:
+            first_frame = time.perf_counter() - start
+    sync(device)
+    seconds = time.perf_counter() - start
+    if device.type == "cuda":
+        return seconds, first_frame, f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
+    return seconds, first_frame, f"peak process memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
@@ -108,20 +126,8 @@ def main() -> int:
     per_step = counter_two.get_total_flops() - one_step_flops
     total_flops = one_step_flops + per_step * (args.steps - 1)
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    sync(device)
-    start = time.perf_counter()
-    first_frame = None
-    for index, _image in pipeline(reference, maps, args.width, args.height, **run):
-        if first_frame is None:
-            first_frame = time.perf_counter() - start
-    sync(device)
-    seconds = time.perf_counter() - start
-    if device.type == "cuda":
-        memory = f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
-    else:
-        memory = f"peak process memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB"
+    seconds, first_frame, memory = timed_generation(pipeline(reference, maps, args.width, args.height, **run),
+                                                    device)
     windows = len(frame_windows(args.frames, args.window, args.overlap))
     name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device: {name} ({device.type}, {os.cpu_count()} CPU cores), torch {torch.__version__}, {args.dtype}")

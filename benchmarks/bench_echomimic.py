@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import sys
 import time
 
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench_animate_anyone import SD15_UNET, matmul_peak, sync
+from bench_animate_anyone import SD15_UNET, matmul_peak, sync, timed_generation
 from marionette.engines.animate_anyone.models import ddim_scheduler
 from marionette.engines.echomimic.audio_features import WhisperAudioEncoder
 from marionette.engines.echomimic.face_mask import face_box_mask
@@ -122,20 +121,8 @@ def main() -> int:
         per_step = two.get_total_flops() - one.get_total_flops()
         total_flops = one.get_total_flops() + per_step * (args.steps - 1)
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    sync(device)
-    start = time.perf_counter()
-    first_frame = None
-    for _index, _image in pipeline(reference, features, args.width, args.height, **run):
-        if first_frame is None:
-            first_frame = time.perf_counter() - start
-    sync(device)
-    seconds = time.perf_counter() - start
-    if device.type == "cuda":
-        memory = f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
-    else:
-        memory = f"peak process memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB"
+    seconds, first_frame, memory = timed_generation(
+        pipeline(reference, features, args.width, args.height, **run), device)
     guidance = run["guidance"] if run["guidance"] is not None else (1.0 if args.accelerated else 2.5)
     windows = len(context_windows(args.frames))
     print(f"model: full-size architecture (SD1.5 ReferenceNet without cross-attention + SD1.5 denoiser with audio "

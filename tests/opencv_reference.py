@@ -111,17 +111,24 @@ def draw_aniportrait_face(faces, width, height, part_edges):
     512x512 canvas from landmarks normalised by the frame size, then cv2.resize to the frame. The
     array is returned as drawn (no BGR/RGB swap), as AniPortrait hands it to its pose guider.
     `part_edges`: the edges of each part, in the order of ANIPORTRAIT_COLOURS."""
-    size = 512
-    canvas = np.zeros((size, size, 3), dtype=np.uint8)
+    canvas = np.zeros((512, 512, 3), dtype=np.uint8)
     for face in faces:
-        def pixel(i):
-            return (min(math.floor(face[i][0] / width * size), size - 1),
-                    min(math.floor(face[i][1] / height * size), size - 1))
-        for edges, colour in zip(part_edges, ANIPORTRAIT_COLOURS, strict=True):
-            for a, b in edges:
-                if face[a][2] > 0 and face[b][2] > 0:
-                    cv2.line(canvas, pixel(a), pixel(b), colour, 2)
+        _face_lines(canvas, face, width, height, part_edges, ANIPORTRAIT_COLOURS)
     return cv2.resize(canvas, (width, height))
+
+
+def _face_lines(canvas, face, width, height, part_edges, colours):
+    """The face-mesh lines both visualisers draw for one face: cv2.line 2 px thick on the square
+    canvas, from landmarks normalised by the frame size; an edge with an absent end is skipped."""
+    size = canvas.shape[0]
+
+    def pixel(i):
+        return (min(math.floor(face[i][0] / width * size), size - 1),
+                min(math.floor(face[i][1] / height * size), size - 1))
+    for edges, colour in zip(part_edges, colours, strict=True):
+        for a, b in edges:
+            if face[a][2] > 0 and face[b][2] > 0:
+                cv2.line(canvas, pixel(a), pixel(b), colour, 2)
 
 
 # EchoMimic's pose-mode visualiser (src/utils/draw_utils.py, FaceMeshVisualizer(draw_iris=False,
@@ -140,13 +147,7 @@ def draw_echomimic_face(faces, width, height, part_edges):
     size = 512
     canvas = np.zeros((size, size, 3), dtype=np.uint8)
     for face in faces:
-        def pixel(i):
-            return (min(math.floor(face[i][0] / width * size), size - 1),
-                    min(math.floor(face[i][1] / height * size), size - 1))
-        for edges, colour in zip(part_edges, ECHOMIMIC_COLOURS, strict=True):
-            for a, b in edges:
-                if face[a][2] > 0 and face[b][2] > 0:
-                    cv2.line(canvas, pixel(a), pixel(b), colour, 2)
+        _face_lines(canvas, face, width, height, part_edges, ECHOMIMIC_COLOURS)
         for index, colour in ECHOMIMIC_POINTS:
             if face[index][2] <= 0:
                 continue
