@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "backend"))
 
 import synthetic  # noqa: E402
-from marionette.engines.warp import WarpRig  # noqa: E402
+from marionette.warping.rig import WarpRig  # noqa: E402
 from marionette.images import encode_png  # noqa: E402
 from marionette.jobs import JobStore  # noqa: E402
 from marionette_core import openpose_json  # noqa: E402

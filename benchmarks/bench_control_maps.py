@@ -138,7 +138,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="marionette-bench-"))
     bpy.ops.wm.save_as_mainfile(filepath=str(work / "bench.blend"))
     scene.marionette.characters.add().object = rig
-    scene.marionette.pose_style = "DWPOSE"
+    scene.marionette.pose_style = "dwpose"
 
     frame_set_seconds = time_frame_set(scene)
     bpy.ops.marionette.render_control_maps(frame_start=1, frame_end=24)  # warm-up (caches, thread pool)

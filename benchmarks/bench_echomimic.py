@@ -26,12 +26,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench_animate_anyone import SD15_UNET, matmul_peak, sync, timed_generation
-from marionette.engines.animate_anyone.models import ddim_scheduler
 from marionette.engines.echomimic.audio_features import WhisperAudioEncoder
 from marionette.engines.echomimic.face_mask import face_box_mask
 from marionette.engines.echomimic.models import (EchoMimicNetworks, build_echomimic_denoising_unet,
                                                  build_echomimic_reference_unet, build_face_locator)
-from marionette.engines.echomimic.pipeline import EchoMimicPipeline, context_windows
+from marionette.engines.echomimic.pipeline import CONTEXT_FRAMES, CONTEXT_OVERLAP, EchoMimicPipeline
+from marionette.models.unets import ddim_scheduler
+from marionette.models.windows import closed_loop_windows
 
 WHISPER_TINY = dict(n_mels=80, n_audio_ctx=1500, n_audio_state=384, n_audio_head=6, n_audio_layer=4)
 
@@ -124,7 +125,7 @@ def main() -> int:
     seconds, first_frame, memory = timed_generation(
         pipeline(reference, features, args.width, args.height, **run), device)
     guidance = run["guidance"] if run["guidance"] is not None else (1.0 if args.accelerated else 2.5)
-    windows = len(context_windows(args.frames))
+    windows = len(closed_loop_windows(args.frames, CONTEXT_FRAMES, CONTEXT_OVERLAP))
     print(f"model: full-size architecture (SD1.5 ReferenceNet without cross-attention + SD1.5 denoiser with audio "
           f"cross-attention of 384 and AnimateDiff v2 motion modules + face locator + VAE), "
           f"{parameters / 1e9:.2f} B parameters, random weights (built in {build_seconds:.0f} s)")

@@ -5,6 +5,8 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, IntProperty, StringProperty
 
+from .connection.backend import BackendSettings
+
 DEFAULT_PORT = 47316
 
 
@@ -51,6 +53,13 @@ class MARIONETTE_AP_preferences(bpy.types.AddonPreferences):
 
 def preferences(context=None) -> MARIONETTE_AP_preferences:
     return (context or bpy.context).preferences.addons[__package__].preferences
+
+
+def backend_settings(context=None) -> BackendSettings:
+    """Where the backend is, from the preferences (paths made absolute: a worker thread reads them)."""
+    prefs = preferences(context)
+    return BackendSettings(prefs.host, prefs.port, Path(bpy.path.abspath(prefs.token_file)).expanduser(),
+                           bpy.path.abspath(prefs.backend_python) if prefs.backend_python else "")
 
 
 classes = (MARIONETTE_AP_preferences,)

@@ -1,7 +1,8 @@
 """Build dist/marionette-<version>.zip with Blender's own extension tool, after validating it.
 
 The zip holds the manifest, blender_addon/ (the core/ shared with the backend included), the rig
-presets from rigs/presets/ and the canonical face model from rigs/face/. Run with the Python of .venv-blender (it finds blender_ext.py in bpy).
+presets from rigs/presets/ (as rig/presets/) and the canonical face model from rigs/face/ (as
+face/model/). Run with the Python of .venv-blender (it finds blender_ext.py in bpy).
 """
 
 import shutil
@@ -26,10 +27,10 @@ def main() -> int:
     shutil.rmtree(stage, ignore_errors=True)
     shutil.copytree(ROOT / "blender_addon", stage, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy2(ROOT / "blender_manifest.toml", stage / "blender_manifest.toml")
-    shutil.copytree(ROOT / "rigs" / "presets", stage / "presets")
-    (stage / "face").mkdir()
+    shutil.copytree(ROOT / "rigs" / "presets", stage / "rig" / "presets")
+    (stage / "face" / "model").mkdir()
     for name in ("canonical_face_mesh.json", "README.md"):  # the data and its licence notice
-        shutil.copy2(ROOT / "rigs" / "face" / name, stage / "face" / name)
+        shutil.copy2(ROOT / "rigs" / "face" / name, stage / "face" / "model" / name)
     output = ROOT / "dist" / f"{manifest['id']}-{manifest['version']}.zip"
     output.parent.mkdir(exist_ok=True)
     output.unlink(missing_ok=True)

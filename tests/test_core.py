@@ -9,7 +9,8 @@ from marionette_core import openpose_json
 from marionette_core.keypoints import BODY_18, PersonKeypoints
 from marionette_core.png import decode_png, encode_png
 from marionette_core.projection import project_points
-from marionette_core.rasterize import BODY_COLORS, draw_pose_map
+from marionette_core.rasterize import BODY_COLORS
+from marionette_core.styles import draw as draw_style
 
 
 def crossing_arms(near_first_limb: bool):
@@ -34,7 +35,7 @@ def test_depth_order_draws_far_limbs_first(style):
     scale = 0.6 if style == "dwpose" else 1.0
 
     def centre_colour(person, depth_order):
-        image = draw_pose_map([person], 200, 200, style, depth_order=depth_order)
+        image = draw_style(style, [person], 200, 200, depth_order=depth_order)
         return image[100, 100].astype(int)
 
     def closest(colour):

@@ -15,7 +15,8 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 
 from marionette_core.keypoints import PersonKeypoints
-from marionette_core.rasterize import HAND_POINT_COLOR, draw_pose_map
+from marionette_core.rasterize import HAND_POINT_COLOR
+from marionette_core.styles import draw as draw_style
 
 import opencv_reference
 from test_rasterize_opencv import agreement, random_person
@@ -66,10 +67,10 @@ def test_hand_points_in_the_first_column_or_row_are_dropped_with_their_edges(axi
     hand[:, axis] = np.linspace(1.0, 7.0, 21)
     edge_coordinates = [0.0, 0.3, 0.7, 0.999]
     hand[1:5, axis] = edge_coordinates
-    ours = draw_pose_map([person_with(hand_left_keypoints_2d=hand)], WIDTH, HEIGHT, "dwpose")
+    ours = draw_style("dwpose", [person_with(hand_left_keypoints_2d=hand)], WIDTH, HEIGHT)
     assert np.array_equal(ours, reference([person_with(hand_left_keypoints_2d=hand)]))
     # Dropping is exactly drawing the hand with those points absent ...
-    absent = draw_pose_map([person_with(hand_left_keypoints_2d=without(hand, [1, 2, 3, 4]))], WIDTH, HEIGHT, "dwpose")
+    absent = draw_style("dwpose", [person_with(hand_left_keypoints_2d=without(hand, [1, 2, 3, 4]))], WIDTH, HEIGHT)
     assert np.array_equal(ours, absent)
     # ... while the rest of the hand, within 1% of the edge, is drawn.
     assert hand_point_pixels(ours).sum() > 0
@@ -85,7 +86,7 @@ def test_hand_within_one_percent_of_the_edge_is_drawn_past_column_zero(axis):
     size = WIDTH if axis == 0 else HEIGHT
     hand[:, axis] = np.linspace(1.0, 0.01 * size, 21)
     people = [person_with(hand_right_keypoints_2d=hand)]
-    ours = draw_pose_map(people, WIDTH, HEIGHT, "dwpose")
+    ours = draw_style("dwpose", people, WIDTH, HEIGHT)
     assert np.array_equal(ours, reference(people))
     for x, y, _c in hand:
         assert np.array_equal(ours[int(y), int(x)], HAND_POINT_COLOR)
@@ -101,10 +102,9 @@ def test_face_points_near_the_edges():
     for index, xy in (dropped | kept).items():
         face[index, :2] = xy
     people = [person_with(face_keypoints_2d=face)]
-    ours = draw_pose_map(people, WIDTH, HEIGHT, "dwpose")
+    ours = draw_style("dwpose", people, WIDTH, HEIGHT)
     assert np.array_equal(ours, reference(people))
-    assert np.array_equal(ours, draw_pose_map([person_with(face_keypoints_2d=without(face, list(dropped)))],
-                                              WIDTH, HEIGHT, "dwpose"))
+    assert np.array_equal(ours, draw_style("dwpose", [person_with(face_keypoints_2d=without(face, list(dropped)))], WIDTH, HEIGHT))
     for x, y in kept.values():
         assert np.array_equal(ours[int(y), int(x)], (255, 255, 255))
 
@@ -113,7 +113,7 @@ def test_body_points_are_not_tested_against_the_edges():
     body = np.zeros((18, 3))
     body[0] = (0.4, 100, 1)  # nose, in column 0
     body[1] = (50, 0.2, 1)  # neck, in row 0
-    ours = draw_pose_map([person_with(pose_keypoints_2d=body)], WIDTH, HEIGHT, "dwpose")
+    ours = draw_style("dwpose", [person_with(pose_keypoints_2d=body)], WIDTH, HEIGHT)
     assert np.array_equal(ours, reference([person_with(pose_keypoints_2d=body)]))
     assert np.array_equal(ours[100, 0], (255, 0, 0))  # joint colours are not dimmed
     assert np.array_equal(ours[0, 50], (255, 85, 0))
@@ -131,7 +131,7 @@ def test_points_go_through_the_annotators_normalised_coordinates():
     hand = np.zeros((21, 3))
     hand[0] = (400, 123, 1)
     people = [person_with(pose_keypoints_2d=body, face_keypoints_2d=face, hand_left_keypoints_2d=hand)]
-    ours = draw_pose_map(people, WIDTH, HEIGHT, "dwpose")
+    ours = draw_style("dwpose", people, WIDTH, HEIGHT)
     assert np.array_equal(ours, reference(people))
     # Joint radius 4, face dot radius 3, hand point radius 4, centred one pixel early.
     assert ours[200, 97 - 4].any() and not ours[200, 98 + 4].any()
@@ -166,7 +166,7 @@ def test_random_scenes_at_the_corner_match_the_annotator(width, height):
             for key in ("hand_left_keypoints_2d", "hand_right_keypoints_2d", "face_keypoints_2d"):
                 points = person.points[key]
                 dropped += int(((points[:, 2] > 0) & ((points[:, 0] < 1) | (points[:, 1] < 1))).sum())
-        all_frac, drawn_frac, drawn = agreement(draw_pose_map(people, width, height, "dwpose"),
+        all_frac, drawn_frac, drawn = agreement(draw_style("dwpose", people, width, height),
                                                 reference(people, width, height))
         assert drawn > 2000
         worst_all, worst_drawn = min(worst_all, all_frac), min(worst_drawn, drawn_frac)

@@ -6,8 +6,10 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from marionette_core.face import (ANIPORTRAIT_PARTS, ECHOMIMIC_PARTS, FACE_MESH_COUNT, IBUG68_FROM_MESH, LEFT_EYE,
-                                  draw_aniportrait_face, draw_face_map, ibug68, pupils, resize_bilinear)
+from marionette_core.face import FACE_MESH_COUNT, IBUG68_FROM_MESH, LEFT_EYE, ibug68, pupils, resize_bilinear
+from marionette_core.styles import aniportrait_face, echomimic_face
+from marionette_core.styles.aniportrait_face import PARTS as ANIPORTRAIT_PARTS
+from marionette_core.styles.echomimic_face import PARTS as ECHOMIMIC_PARTS
 from marionette_core.png import encode_png
 
 import opencv_reference
@@ -35,7 +37,7 @@ def test_aniportrait_face_map_matches_opencv(width, height):
     edges = [part_edges for part_edges, _ in ANIPORTRAIT_PARTS]
     for _ in range(10):
         faces = [random_face(rng, width, height) for _ in range(rng.integers(1, 3))]
-        ours = draw_aniportrait_face(faces, width, height)
+        ours = aniportrait_face.draw_faces(faces, width, height)
         reference = opencv_reference.draw_aniportrait_face(faces, width, height, edges)
         close = np.abs(ours.astype(int) - reference.astype(int)).max(axis=2) <= 2
         drawn = (ours.max(axis=2) > 0) | (reference.max(axis=2) > 0)
@@ -51,7 +53,7 @@ def test_aniportrait_face_map_file_holds_the_colour_tuples_in_rgb_order():
     face[:, 2] = 0
     eye = sorted({i for edge in LEFT_EYE for i in edge})
     face[eye, 2] = 1
-    ours = draw_aniportrait_face([face], 512, 512)
+    ours = aniportrait_face.draw_faces([face], 512, 512)
     drawn = ours.max(axis=2) > 0
     assert drawn.sum() > 50
     assert {tuple(int(v) for v in pixel) for pixel in ours[drawn]} == {(180, 200, 10)}
@@ -95,7 +97,7 @@ def test_echomimic_face_map_matches_opencv(width, height):
         if trial == 0:  # squares at the canvas edges follow the original's slice rules
             faces[0][4, :2] = (1.0, 1.0)
             faces[0][468, :2] = (width - 0.5, height * 0.5)
-        ours = draw_face_map(faces, width, height, "echomimic-face")
+        ours = echomimic_face.draw_faces(faces, width, height)
         reference = opencv_reference.draw_echomimic_face(faces, width, height, edges)
         close = np.abs(ours.astype(int) - reference.astype(int)).max(axis=2) <= 2
         drawn = (ours.max(axis=2) > 0) | (reference.max(axis=2) > 0)
@@ -114,7 +116,7 @@ def test_echomimic_squares_match_opencv_exactly(width, height):
                                                rng.uniform(-0.05, 1.05, 3) * height, np.ones(3)])
         if trial == 0:
             face[4, :2], face[468, :2], face[473, :2] = (0.5, 0.5), (width - 0.1, 2.0), (width / 2, height)
-        ours = draw_face_map([face], width, height, "echomimic-face")
+        ours = echomimic_face.draw_faces([face], width, height)
         reference = opencv_reference.draw_echomimic_face([face], width, height, [e for e, _ in ECHOMIMIC_PARTS])
         assert np.array_equal(ours, reference), trial
 
@@ -123,7 +125,7 @@ def test_echomimic_face_map_parts_and_colours():
     rng = np.random.default_rng(11)
     face = random_face(rng, 512, 512)
     face[:, 2] = 1
-    ours = draw_face_map([face], 512, 512, "echomimic-face")
+    ours = echomimic_face.draw_faces([face], 512, 512)
     colours = {tuple(int(v) for v in pixel) for pixel in ours[ours.max(axis=2) > 0]}
     assert colours <= {(180, 200, 10), (10, 200, 180), (180, 220, 10), (10, 220, 180), (10, 200, 250),
                        (250, 200, 10), (200, 200, 200)}
@@ -134,21 +136,30 @@ def test_echomimic_face_map_parts_and_colours():
     only = face.copy()
     only[:, 2] = 0
     only[[4, 468, 473], 2] = 1
-    squares = draw_face_map([only], 512, 512, "echomimic-face")
+    squares = echomimic_face.draw_faces([only], 512, 512)
     assert (squares.max(axis=2) > 0).sum() <= 3 * 36
     # A face without irises still gets pupils, at the eye-contour centres.
     no_iris = face.copy()
     no_iris[468:, 2] = 0
-    marked = draw_face_map([no_iris], 512, 512, "echomimic-face")
+    marked = echomimic_face.draw_faces([no_iris], 512, 512)
     px, py = (int(v) for v in pupils(no_iris)[0][:2])
     assert (marked[py - 3:py + 3, px - 3:px + 3] == (10, 200, 250)).all()
 
 
-def test_draw_face_map_styles():
+def test_face_styles_draw_through_the_vocabulary():
+    """A face style drawn by name from people (the control-map pass's way) is its module's drawing of
+    their face meshes; people without a face mesh draw nothing."""
+    from marionette_core import styles
+    from marionette_core.keypoints import PersonKeypoints
+
     rng = np.random.default_rng(12)
     faces = [random_face(rng, 300, 200)]
-    assert np.array_equal(draw_face_map(faces, 300, 200, "aniportrait-face"), draw_aniportrait_face(faces, 300, 200))
-    assert not np.array_equal(draw_face_map(faces, 300, 200, "echomimic-face"),
-                              draw_face_map(faces, 300, 200, "aniportrait-face"))
-    with pytest.raises(ValueError, match="unknown face map style 'nope'"):
-        draw_face_map(faces, 300, 200, "nope")
+    people = [PersonKeypoints({"face_mesh_keypoints_2d": faces[0]}), PersonKeypoints.empty()]
+    assert np.array_equal(styles.draw("aniportrait-face", people, 300, 200), aniportrait_face.draw_faces(faces, 300, 200))
+    assert np.array_equal(styles.draw("echomimic-face", people, 300, 200), echomimic_face.draw_faces(faces, 300, 200))
+    assert not np.array_equal(echomimic_face.draw_faces(faces, 300, 200), aniportrait_face.draw_faces(faces, 300, 200))
+    assert not styles.draw("aniportrait-face", people[1:], 300, 200).any()
+    with pytest.raises(ValueError, match="unknown style 'nope'; known styles: .*aniportrait-face"):
+        styles.draw("nope", people, 300, 200)
+    with pytest.raises(ValueError, match="rendered by Blender"):
+        styles.draw("background", people, 300, 200)

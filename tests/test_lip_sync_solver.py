@@ -1,5 +1,6 @@
-"""Lip Sync's solver (blender_addon/lip_sync.py, numpy only) without Blender: the similarity fit,
-the bounded least squares, smoothing, resampling and the offsets file."""
+"""Lip Sync's solver (blender_addon/lip_sync/solver.py, numpy only) without Blender: the similarity
+fit, the bounded least squares, smoothing; and the one lip-sync offsets format (core), its files and
+its resampling."""
 
 import base64
 import importlib.util
@@ -11,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from marionette_core import lip_sync_offsets
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load_solver():
     # By path: the extension's package __init__ imports bpy, the solver module itself does not.
-    spec = importlib.util.spec_from_file_location("lip_sync_solver", ROOT / "blender_addon" / "lip_sync.py")
+    spec = importlib.util.spec_from_file_location("lip_sync_solver", ROOT / "blender_addon" / "lip_sync" / "solver.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -152,12 +155,24 @@ def test_default_and_chosen_shape_keys():
 
 def test_resampling_keeps_times_and_counts():
     frames = np.arange(30, dtype=float)[:, None, None] * np.ones((1, 468, 3))  # value = 30 fps frame index
-    offsets = solver.Offsets(frames, 30.0, 1.0)
+    offsets = lip_sync_offsets.Offsets(frames, 30.0, 1.0)
     for rate in (24.0, 25.0, 30.0, 60.0):
         resampled = offsets.at_rate(rate)
         assert len(resampled) == round(rate)
         expected = np.minimum(np.arange(len(resampled)) * 30.0 / rate, 29)
         assert np.allclose(resampled[:, 0, 0], expected)
+
+
+def test_one_resampling_for_both_sides():
+    """The backend's float32 offsets and the extension's float64 ones go through the same function:
+    computed in float64, returned in their own dtype; no frames asked, or none given, is no frames."""
+    frames = np.random.default_rng(1).normal(size=(7, 468, 3)).astype(np.float32)
+    as_float32 = lip_sync_offsets.resample_frames(frames, 30.0, 24.0, 6)
+    as_float64 = lip_sync_offsets.resample_frames(frames.astype(np.float64), 30.0, 24.0, 6)
+    assert as_float32.dtype == np.float32 and as_float64.dtype == np.float64
+    assert np.array_equal(as_float32, as_float64.astype(np.float32))
+    assert lip_sync_offsets.resample_frames(frames, 30.0, 24.0, 0).shape == (0, 468, 3)
+    assert lip_sync_offsets.resample_frames(frames[:0], 30.0, 24.0, 5).shape == (0, 468, 3)
 
 
 def write_json(path, offsets, fps, seconds=None):
@@ -170,15 +185,15 @@ def write_json(path, offsets, fps, seconds=None):
 def test_offsets_files_are_read_and_bad_ones_refused(tmp_path):
     offsets = np.random.default_rng(0).normal(size=(5, 468, 3)).astype(np.float32)
     write_json(tmp_path / "a.json", offsets, 25.0, 0.2)
-    read = solver.read_offsets_file(tmp_path / "a.json")
+    read = lip_sync_offsets.read_file(tmp_path / "a.json")
     assert read.fps == 25.0 and read.seconds == 0.2 and np.array_equal(read.offsets, offsets)
     np.savez(tmp_path / "b.npz", offsets=offsets, fps=24.0)
-    assert np.array_equal(solver.read_offsets_file(tmp_path / "b.npz").offsets, offsets)
+    assert np.array_equal(lip_sync_offsets.read_file(tmp_path / "b.npz").offsets, offsets)
     write_json(tmp_path / "c.json", offsets[:, :400], 25.0)
-    with pytest.raises(solver.LipSyncError, match="expected"):
-        solver.read_offsets_file(tmp_path / "c.json")
+    with pytest.raises(lip_sync_offsets.OffsetsError, match="expected"):
+        lip_sync_offsets.read_file(tmp_path / "c.json")
     (tmp_path / "d.json").write_text("{}")
-    with pytest.raises(solver.LipSyncError, match="cannot read"):
-        solver.read_offsets_file(tmp_path / "d.json")
-    with pytest.raises(solver.LipSyncError, match="no offsets file"):
-        solver.read_offsets_file(tmp_path / "missing.json")
+    with pytest.raises(lip_sync_offsets.OffsetsError, match="cannot read"):
+        lip_sync_offsets.read_file(tmp_path / "d.json")
+    with pytest.raises(lip_sync_offsets.OffsetsError, match="no offsets file"):
+        lip_sync_offsets.read_file(tmp_path / "missing.json")

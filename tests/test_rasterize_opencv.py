@@ -6,7 +6,7 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 
 from marionette_core.keypoints import PersonKeypoints
-from marionette_core.rasterize import draw_pose_map
+from marionette_core.styles import draw as draw_style
 
 import opencv_reference
 
@@ -61,7 +61,7 @@ def test_matches_opencv(style, width, height):
             reference = opencv_reference.draw_dwpose(bodies, hands, faces, width, height)
         else:
             reference = opencv_reference.draw_openpose(bodies, width, height)
-        ours = draw_pose_map(people, width, height, style)
+        ours = draw_style(style, people, width, height)
         assert ours.shape == reference.shape and ours.dtype == np.uint8
         all_frac, drawn_frac, drawn = agreement(ours, reference)
         assert drawn > 2000, "the scene drew almost nothing; the comparison would prove nothing"

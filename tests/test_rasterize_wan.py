@@ -13,7 +13,9 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 
 from marionette_core.keypoints import BODY_18, PersonKeypoints
-from marionette_core.rasterize import draw_pose_map, wan_hand_width, wan_stick_width
+from marionette_core.styles import draw as draw_style
+from marionette_core.styles.wan import hand_width as wan_hand_width
+from marionette_core.styles.wan import stick_width as wan_stick_width
 
 import opencv_reference
 from test_rasterize_opencv import agreement, random_person
@@ -107,7 +109,7 @@ def test_matches_opencv(width, height):
     worst_all, worst_drawn, toes = 1.0, 1.0, 0
     for _ in range(20):
         people = [random_wan_person(rng, width, height) for _ in range(rng.integers(1, 3))]
-        ours = draw_pose_map(people, width, height, "wan")
+        ours = draw_style("wan", people, width, height)
         expected = reference(people, width, height)
         assert ours.shape == expected.shape and ours.dtype == np.uint8
         all_frac, drawn_frac, drawn = agreement(ours, expected)
@@ -130,7 +132,7 @@ def test_stick_width_follows_the_frame_size(width, height, stick, hand):
     y = height // 2
     person.points["pose_keypoints_2d"][1] = (width // 4, y, 1)
     person.points["pose_keypoints_2d"][2] = (width // 2, y, 1)
-    ours = draw_pose_map([person], width, height, "wan")
+    ours = draw_style("wan", [person], width, height)
     assert np.array_equal(ours, reference([person], width, height))
     middle = ours[:, (width // 4 + width // 2) // 2]
     limb_rows = np.nonzero(np.all(middle == (153, 0, 0), axis=1))[0]
@@ -142,7 +144,7 @@ def test_stick_width_follows_the_frame_size(width, height, stick, hand):
     hand_points[0] = (width // 2, y + 40, 1)
     hand_points[1] = (width // 2 + 30, y + 40, 1)
     person.points["hand_left_keypoints_2d"] = hand_points
-    ours = draw_pose_map([person], width, height, "wan")
+    ours = draw_style("wan", [person], width, height)
     assert np.array_equal(ours, reference([person], width, height))
     edge_rows = np.nonzero(ours[:, width // 2 + 15].any(axis=1) & (np.arange(height) > y + 20))[0]
     assert len(edge_rows) == (1 if hand == 1 else hand + 1)  # OpenCV's thick line has round caps
@@ -177,7 +179,7 @@ def colour_count(image, colour):
 def test_a_toe_needs_both_big_and_small_toe(left_big, left_small, right_big, right_small):
     width, height = 832, 480
     person = feet_person(left_big, left_small, right_big, right_small)
-    ours = draw_pose_map([person], width, height, "wan")
+    ours = draw_style("wan", [person], width, height)
     assert np.array_equal(ours, reference([person], width, height))
     left, right = left_big and left_small, right_big and right_small
     # L-toe: limb in 0.6 x colour 17 (255, 0, 85), point in (200, 200, 0) at the mean of the toes;
@@ -201,8 +203,8 @@ def test_no_face_is_drawn():
     assert (person.points["face_keypoints_2d"][:, 2] > 0).sum() > 50
     faceless = PersonKeypoints(points=dict(person.points), depth=dict(person.depth))
     faceless.points["face_keypoints_2d"] = np.zeros((68, 3))
-    ours = draw_pose_map([person], width, height, "wan")
-    assert np.array_equal(ours, draw_pose_map([faceless], width, height, "wan"))
+    ours = draw_style("wan", [person], width, height)
+    assert np.array_equal(ours, draw_style("wan", [faceless], width, height))
     assert colour_count(ours, (255, 255, 255)) == 0
 
 
@@ -213,15 +215,15 @@ def test_right_hand_is_drawn_over_the_left_and_edge_points_are_dropped():
     right = person.points["hand_right_keypoints_2d"]
     left[[0, 1]] = [(100, 200, 1), (200, 200, 1)]  # edge 0, horizontal
     right[[0, 5]] = [(150, 150, 1), (150, 250, 1)]  # edge 4, vertical, crossing it at (150, 200)
-    ours = draw_pose_map([person], width, height, "wan")
+    ours = draw_style("wan", [person], width, height)
     assert np.array_equal(ours, reference([person], width, height))
     edge_4 = tuple(int(round(v * 255)) for v in opencv_reference._hsv_to_rgb(4 / 20))
     assert np.array_equal(ours[200, 150], edge_4)
     # A hand point in column 0 is dropped with its edges, as in Wan's draw_handpose_new.
     right[6] = (0.5, 180, 1)
-    assert np.array_equal(draw_pose_map([person], width, height, "wan"), ours)
+    assert np.array_equal(draw_style("wan", [person], width, height), ours)
     right[6] = (1.0, 180, 1)
-    drawn = draw_pose_map([person], width, height, "wan")
+    drawn = draw_style("wan", [person], width, height)
     assert np.array_equal(drawn, reference([person], width, height))
     assert np.array_equal(drawn[180, 1], (0, 0, 255))
 
@@ -232,7 +234,7 @@ def test_score_threshold():
     body = person.points["pose_keypoints_2d"]
     body[1] = (200, 200, 0.5)  # Wan draws a point whose score is not below 0.5
     body[2] = (300, 200, 0.49)
-    ours = draw_pose_map([person], width, height, "wan")
+    ours = draw_style("wan", [person], width, height)
     assert np.array_equal(ours, reference([person], width, height))
     assert np.array_equal(ours[200, 200], (255, 85, 0)) and not ours[200, 250].any() and not ours[200, 300].any()
 
@@ -252,8 +254,8 @@ def test_depth_order_puts_the_nearer_arm_on_top():
         return person
 
     right_arm, left_arm = (153, 102, 0), (102, 153, 0)  # limbs 2 and 4 at 0.6 x colour
-    fixed = draw_pose_map([crossing(True)], width, height, "wan")
+    fixed = draw_style("wan", [crossing(True)], width, height)
     assert np.array_equal(fixed, reference([crossing(True)], width, height))
     assert np.array_equal(fixed[200, 200], left_arm)  # limb 4 is drawn after limb 2
-    assert np.array_equal(draw_pose_map([crossing(True)], width, height, "wan", depth_order=True)[200, 200], right_arm)
-    assert np.array_equal(draw_pose_map([crossing(False)], width, height, "wan", depth_order=True)[200, 200], left_arm)
+    assert np.array_equal(draw_style("wan", [crossing(True)], width, height, depth_order=True)[200, 200], right_arm)
+    assert np.array_equal(draw_style("wan", [crossing(False)], width, height, depth_order=True)[200, 200], left_arm)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import av
 import numpy as np
 
 SAMPLE_RATE = 16_000
@@ -23,8 +24,6 @@ class AudioError(ValueError):
 def load_audio(source: str | Path | bytes, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """The first audio stream of a file (path) or of its bytes, as (samples,) float32 in [-1, 1]
     at `sample_rate` Hz, mono (the mean of the channels)."""
-    import av
-
     if isinstance(source, (bytes, bytearray, memoryview)):
         name, opened = "the audio data", io.BytesIO(bytes(source))
         if not len(source):
@@ -51,8 +50,6 @@ def load_audio(source: str | Path | bytes, sample_rate: int = SAMPLE_RATE) -> np
 
 
 def _decode(container, stream, sample_rate: int) -> np.ndarray:
-    import av
-
     # Planar float at the target rate, keeping the channels: they are averaged here, not by the
     # resampler's downmix matrix, which weights channels its own way.
     resampler = av.AudioResampler(format="fltp", rate=sample_rate)

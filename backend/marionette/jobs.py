@@ -26,27 +26,16 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from marionette_core import openpose_json
 from marionette_core.image_header import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
-from marionette_core.keypoints import PersonKeypoints
 
 from .engines.base import EngineInfo, JobInputs
-from .images import ImageTrack, check_image, decode_image, resize_to
-
-TRACK_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+from .job_inputs import JobError, build_inputs, check_track_name
 
 JOB_ID = re.compile(r"[0-9a-f]{32}")
 UNFINISHED = ("queued", "running")
 FINISHED = ("done", "failed", "cancelled")
-
-
-class JobError(ValueError):
-    """A job request or job folder that cannot be used; the message says why."""
 
 
 class UnknownJobError(JobError):
@@ -172,75 +161,3 @@ class JobStore:
                             info=info, text=spec.get("text", {}), audio=audio if audio.is_file() else None,
                             fps=spec.get("fps", 24.0), state_dir=folder / "state", max_side=max_side,
                             max_pixels=max_pixels)
-
-
-def check_track_name(name) -> str:
-    if not isinstance(name, str) or not TRACK_NAME.fullmatch(name):
-        raise JobError(f"not a track name: {str(name)[:40]!r} (lowercase letters, digits and _)")
-    return name
-
-
-def check_tracks(info: EngineInfo, tracks: dict, frames: int) -> None:
-    """JobError unless the tracks are exactly what the engine declares: every required one, none it
-    does not know, one image per frame."""
-    declared = {spec.name: spec for spec in info.inputs if spec.kind == "images"}
-    unknown = sorted(set(tracks) - set(declared))
-    if unknown:
-        raise JobError(f"engine '{info.name}' takes no {', '.join(map(repr, unknown))} images; it takes "
-                       f"{', '.join(declared) or 'none'}")
-    for name, spec in declared.items():
-        if name not in tracks:
-            if spec.required:
-                raise JobError(f"engine '{info.name}' needs the '{name}' track: {spec.help or spec.style} "
-                               f"(one image per frame)")
-            continue
-        if len(tracks[name]) != frames:
-            raise JobError(f"{len(tracks[name])} '{name}' images for {frames} frames; send one per frame")
-
-
-def people_from_openpose(data: dict, width: int, height: int, what: str) -> list[PersonKeypoints]:
-    """People of an OpenPose JSON object, scaled from its canvas to width x height pixels."""
-    try:
-        people, canvas_width, canvas_height = openpose_json.loads(json.dumps(data))
-    except (ValueError, TypeError) as error:
-        raise JobError(f"{what}: {error}") from None
-    if canvas_width > 0 and canvas_height > 0 and (canvas_width, canvas_height) != (width, height):
-        scale = np.array([width / canvas_width, height / canvas_height, 1.0])
-        for person in people:
-            for key in person.points:
-                person.points[key] = person.points[key] * scale
-    return people
-
-
-def build_inputs(reference_png: bytes, reference_pose: dict, poses: list[dict],
-                 tracks: dict[str, Sequence[bytes | Path]], width: int | None, height: int | None, settings: dict,
-                 info: EngineInfo | None = None, text: dict | None = None, audio: bytes | Path | None = None,
-                 fps: float = 24.0, state_dir: Path | None = None, max_side: int = DEFAULT_MAX_SIDE,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> JobInputs:
-    """Decode and scale a job's inputs to the output size (the reference image's, unless given).
-
-    Every image header is checked against the limits before anything is decoded; track images are
-    decoded later, one at a time, as the engine reads them (ImageTrack), at the output size or at
-    the size the engine declares for that track (face crops: 512x512)."""
-    for name, images in tracks.items():
-        for index, data in enumerate(images):
-            if not isinstance(data, Path):
-                check_image(data, f"'{name}' image {index}", max_side, max_pixels)
-    reference = decode_image(reference_png, "reference image", max_side, max_pixels)
-    width = int(width or reference.shape[1])
-    height = int(height or reference.shape[0])
-    reference = resize_to(reference, width, height)
-    reference_people = people_from_openpose(reference_pose, width, height, "reference keypoints")
-    frames = [people_from_openpose(pose, width, height, f"keypoints of frame {i}") for i, pose in enumerate(poses)]
-    track_images = {}
-    for name, images in tracks.items():
-        spec = info.track(name) if info is not None else None
-        size = spec.size if spec is not None and spec.size else (width, height)
-        track_images[name] = ImageTrack(images, *size, f"'{name}' image", max_side, max_pixels)
-    samples = None
-    if audio is not None:
-        from .audio import load_audio
-
-        samples = load_audio(audio)
-    return JobInputs(reference, reference_people, frames, track_images, dict(text or {}), dict(settings),
-                     state_dir, samples, float(fps))

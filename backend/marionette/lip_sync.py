@@ -26,17 +26,17 @@ original's Wav2Vec2FeatureExtractor with do_normalize). Frames: ceil(seconds * 3
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import math
-import threading
 from pathlib import Path
 
 import numpy as np
 
+from marionette_core import lip_sync_offsets as offsets_format
+from marionette_core.protocol import error_message
+
 from .audio import SAMPLE_RATE, AudioError, load_audio
-from .engines.base import EngineError
+from .engines.base import EngineError, ModelCache
 
 log = logging.getLogger("marionette.lip_sync")
 
@@ -44,12 +44,9 @@ CHECKPOINT_STEM = "audio2mesh"
 WAV2VEC2_FOLDER = "wav2vec2-base-960h"
 WAV2VEC2_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 MODEL_FPS = 30  # the rate audio2mesh was trained at: its frames are 1/30 s apart
-LANDMARKS = 468
+LANDMARKS = offsets_format.LANDMARKS
 MIN_SAMPLES = 400  # the convolutional encoder's receptive field: shorter sound gives no feature
 MAX_SECONDS = 600.0  # per request to the server: attention over every frame of the clip at once
-OFFSETS_FORMAT = "marionette-lip-sync"
-OFFSETS_ATTACHMENT = "offsets.f32"
-AXES = "Blender axes of the canonical face: +X the subject's left, -Y out of the face, +Z up"
 
 # facebook/wav2vec2-base-960h's architecture (its config.json), so no hub access is needed to build
 # the encoder. Dropouts do not matter at inference.
@@ -118,20 +115,7 @@ def normalise(audio: np.ndarray) -> np.ndarray:
 def frame_count(samples: int, fps: float) -> int:
     """How many frames at `fps` a sound of `samples` 16 kHz samples lasts: ceil(seconds * fps), the
     original's rule (frame i is at i / fps seconds)."""
-    return math.ceil(samples / SAMPLE_RATE * fps)
-
-
-def resample_frames(frames: np.ndarray, source_fps: float, target_fps: float, count: int) -> np.ndarray:
-    """`count` frames at `target_fps` from frames at `source_fps` (frame i at i / fps seconds), by
-    linear interpolation over time; past the last source frame, the last frame is held."""
-    frames = np.asarray(frames)
-    if count <= 0:
-        return frames[:0].copy()
-    position = np.minimum(np.arange(count, dtype=np.float64) * (source_fps / target_fps), len(frames) - 1)
-    low = np.floor(position).astype(np.int64)
-    high = np.minimum(low + 1, len(frames) - 1)
-    fraction = (position - low).reshape((-1,) + (1,) * (frames.ndim - 1))
-    return (frames[low] * (1.0 - fraction) + frames[high] * fraction).astype(frames.dtype)
+    return offsets_format.frame_count(samples / SAMPLE_RATE, fps)
 
 
 def canonical_to_blender(offsets_cm: np.ndarray) -> np.ndarray:
@@ -304,26 +288,18 @@ def _load_checkpoint(model, state: dict, path: Path, encoder_filled: bool) -> No
         raise LipSyncError(f"out_fn.weight of {path} did not load into the model")
 
 
-_cache_lock = threading.Lock()
-_cached: tuple[tuple, object] | None = None  # (folder, device, file stamp) -> model: the last one used
+_models = ModelCache()  # the last model used: a server answers many requests with one
 
 
 def cached_audio2mesh(weights_dir: Path | str, device: str):
-    """load_audio2mesh, remembering the last model (a server answers many requests with one)."""
-    global _cached
+    """load_audio2mesh, keeping the last model (a changed checkpoint file is loaded again)."""
     folder = Path(weights_dir).expanduser().resolve()
     try:
         stat = checkpoint_path(folder).stat() if folder.is_dir() else None
     except LipSyncError:
         stat = None
     key = (str(folder), device, stat and (stat.st_mtime_ns, stat.st_size))
-    with _cache_lock:
-        if _cached is not None and _cached[0] == key:
-            return _cached[1]
-        _cached = None  # free the previous model before loading another
-        model = load_audio2mesh(folder, device)
-        _cached = (key, model)
-        return model
+    return _models.get(key, lambda: load_audio2mesh(folder, device))
 
 
 def default_device() -> str:
@@ -363,38 +339,10 @@ def predict_offsets(weights_dir: Path | str, audio16k: np.ndarray, fps: float, d
     with torch.inference_mode():
         output = audio2mesh_forward(model, values, seq_len)[0]
     offsets = canonical_to_blender(output.float().cpu().numpy().reshape(seq_len, LANDMARKS, 3))
-    return resample_frames(offsets, MODEL_FPS, fps, frame_count(len(audio), fps))
+    return offsets_format.resample_frames(offsets, MODEL_FPS, fps, frame_count(len(audio), fps))
 
 
-# --- the offsets as a file and as the server's answer ------------------------------------
-
-def offsets_header(offsets: np.ndarray, fps: float, seconds: float) -> dict:
-    """What describes an offsets array, in the file and in the server's answer alike."""
-    return {"format": OFFSETS_FORMAT, "version": 1, "fps": float(fps), "frames": int(len(offsets)),
-            "landmarks": LANDMARKS, "shape": [int(n) for n in offsets.shape], "dtype": "<f4", "units": "metres",
-            "axes": AXES, "seconds": float(seconds), "source": "AniPortrait audio2mesh"}
-
-
-def offsets_bytes(offsets: np.ndarray) -> bytes:
-    return np.ascontiguousarray(offsets, dtype="<f4").tobytes()
-
-
-def write_offsets_file(path: Path, offsets: np.ndarray, fps: float, seconds: float) -> None:
-    """The offsets for Blender's Lip Sync (its `offsets_file`): JSON with the array as base64
-    little-endian float32 (shape in the header), or an .npz with `offsets` and `fps`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".part")
-    if path.suffix.lower() == ".npz":
-        with open(temporary, "wb") as handle:
-            np.savez(handle, offsets=np.asarray(offsets, dtype="<f4"), fps=np.float64(fps),
-                     seconds=np.float64(seconds))
-    else:
-        document = dict(offsets_header(offsets, fps, seconds))
-        document["offsets"] = base64.b64encode(offsets_bytes(offsets)).decode("ascii")
-        temporary.write_text(json.dumps(document))
-    temporary.replace(path)
-
+# --- the server's answer --------------------------------------------------------------
 
 def answer_lip_sync(header: dict, audio: bytes, default_weights: Path | str | None = None,
                     ) -> tuple[dict, list[tuple[str, bytes]]]:
@@ -420,17 +368,15 @@ def answer_lip_sync(header: dict, audio: bytes, default_weights: Path | str | No
         raise LipSyncError(f"the sound lasts {seconds:.0f} s; lip sync takes at most {MAX_SECONDS:.0f} s at once: "
                            f"split it (or run `marionette lip-sync` on it)", code="limit")
     offsets = predict_offsets(weights, samples, float(fps), device=device or "cpu")
-    answer = {"type": "lip_sync", **offsets_header(offsets, fps, seconds)}
+    answer = {"type": "lip_sync", **offsets_format.header(offsets, fps, seconds)}
     if "id" in header:
         answer["id"] = header["id"]
-    return answer, [(OFFSETS_ATTACHMENT, offsets_bytes(offsets))]
+    return answer, [(offsets_format.ATTACHMENT, offsets_format.to_bytes(offsets))]
 
 
 async def handle_lip_sync(message, send, default_weights: Path | str | None = None) -> None:
     """Serve one `lip_sync` request on a connection: the work runs on a thread, the answer (or an
     error message naming the cause) is sent with `send(header, attachments)`."""
-    from marionette_core.protocol import error_message
-
     try:
         if not message.attachments:
             raise LipSyncError("'lip_sync' needs the sound as its attachment", code="bad_request")

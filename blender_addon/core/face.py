@@ -1,6 +1,6 @@
-"""Face landmark conventions: MediaPipe Face Mesh 478 points, the iBUG-68 subset, and the face
-landmark maps the face models were trained on: `aniportrait-face` as AniPortrait draws it and
-`echomimic-face` as EchoMimic (pose mode) draws it.
+"""Face landmark conventions: MediaPipe Face Mesh 478 points, the iBUG-68 subset, the line drawing
+that the face-map styles share (styles/aniportrait_face.py, styles/echomimic_face.py), and Wan's
+face-crop box.
 
 Coordinates are pixels, origin top-left, (x, y, c) per point like the body keypoints. Landmark
 indices and connections are MediaPipe Face Mesh's (468 mesh points, then the right iris 468-472 and
@@ -47,43 +47,11 @@ LIPS_INNER_TOP_LEFT = ((78, 191), (191, 80), (80, 81), (81, 82), (82, 13))
 LIPS_INNER_TOP_RIGHT = ((13, 312), (312, 311), (311, 310), (310, 415), (415, 308))
 
 
-# (edges, colour) in AniPortrait's drawing order, each colour AniPortrait's own tuple as written.
-# AniPortrait draws the tuples into channels 0, 1, 2 (OpenCV style) and passes that array to its
-# pose guider with no BGR/RGB conversion; these maps keep channel 0 as R, so their R, G, B are the
-# guider's input channels in order.
-ANIPORTRAIT_PARTS = (
-    (FACE_OVAL, (10, 200, 10)),
-    (LEFT_EYE, (180, 200, 10)),
-    (LEFT_BROW, (180, 220, 10)),
-    (RIGHT_EYE, (10, 200, 180)),
-    (RIGHT_BROW, (10, 220, 180)),
-    (LIPS_OUTER_BOTTOM_LEFT, (10, 180, 20)),
-    (LIPS_OUTER_BOTTOM_RIGHT, (20, 10, 180)),
-    (LIPS_INNER_BOTTOM_LEFT, (100, 100, 30)),
-    (LIPS_INNER_BOTTOM_RIGHT, (100, 150, 50)),
-    (LIPS_OUTER_TOP_LEFT, (20, 80, 100)),
-    (LIPS_OUTER_TOP_RIGHT, (80, 100, 20)),
-    (LIPS_INNER_TOP_LEFT, (120, 100, 200)),
-    (LIPS_INNER_TOP_RIGHT, (150, 120, 100)),
-)
-ANIPORTRAIT_CANVAS = 512
-ANIPORTRAIT_THICKNESS = 2
-
-# EchoMimic's pose-mode maps (its FaceMeshVisualizer with draw_iris=False, draw_mouse=False): the
-# same line drawing, only eyes and brows, in its order (left eye, right eye, left brow, right brow),
-# then 6x6 squares on the pupils (right iris centre 468, left 473) and the nose tip (4). No face
-# oval, no mouth: the mouth is left to the audio. Colours are its tuples as written, channels 0, 1, 2.
-ECHOMIMIC_PARTS = (
-    (LEFT_EYE, (180, 200, 10)),
-    (RIGHT_EYE, (10, 200, 180)),
-    (LEFT_BROW, (180, 220, 10)),
-    (RIGHT_BROW, (10, 220, 180)),
-)
-ECHOMIMIC_PUPIL_COLOURS = ((10, 200, 250), (250, 200, 10))  # right (468), left (473)
-ECHOMIMIC_NOSE_TIP, ECHOMIMIC_NOSE_COLOUR = 4, (200, 200, 200)
-ECHOMIMIC_SQUARE_HALF = 3  # the square spans x - 3 .. x + 2 (6 px)
-
-FACE_MAP_STYLES = ("aniportrait-face", "echomimic-face")
+# The face-map styles draw their lines on a canvas of this size from the landmarks scaled by their
+# frame size, lines this thick between floored pixel positions, then resize it to the frame.
+FACE_MAP_CANVAS = 512
+FACE_MAP_THICKNESS = 2
+FACE_MESH_KEY = "face_mesh_keypoints_2d"
 
 
 def ibug68(mesh_points: np.ndarray) -> np.ndarray:
@@ -105,57 +73,29 @@ def pupils(mesh_points: np.ndarray) -> np.ndarray:
     return result
 
 
-def draw_face_map(faces: list[np.ndarray], width: int, height: int, style: str) -> np.ndarray:
-    """The face landmark map of one frame in a named style: (height, width, 3) uint8, R, G, B being
-    the three channels the model receives (R = the first value of the style's colour tuples).
+def face_meshes(people) -> list[np.ndarray]:
+    """The (478, 3) face landmarks of every person that has a bound face, in pixels."""
+    return [person.points[FACE_MESH_KEY] for person in people if FACE_MESH_KEY in person.points]
 
-    Each face is a (478, 3) landmark array in pixels of a width x height frame (origin top-left,
-    c = 0 for an absent point). As AniPortrait and EchoMimic do, the map is drawn on a 512 x 512
-    canvas from the landmarks scaled by their frame size (lines 2 px thick between floored pixel
-    positions), which is then resized to the frame with bilinear filtering.
-    `aniportrait-face`: face oval, eyes, brows, lips in eight runs. `echomimic-face`: eyes and brows,
-    then 6 x 6 squares on the pupils (the iris centres, or the eye-contour centres when the face has
-    no irises) and the nose tip.
-    """
-    if style not in FACE_MAP_STYLES:
-        raise ValueError(f"unknown face map style '{style}'; one of {', '.join(FACE_MAP_STYLES)}")
-    size = ANIPORTRAIT_CANVAS
-    canvas = np.zeros((size, size, 3), dtype=np.uint8)
+
+def draw_face_lines(faces: list[np.ndarray], width: int, height: int, parts,
+                    canvas: np.ndarray | None = None) -> np.ndarray:
+    """A FACE_MAP_CANVAS square canvas (a new one, or `canvas`) with each face's `parts` ((edges,
+    colour) in drawing order) drawn as AniPortrait and EchoMimic draw them: the landmarks of a
+    width x height frame scaled to the canvas and floored, each edge with both ends present a line
+    FACE_MAP_THICKNESS thick, each colour tuple written into channels 0, 1, 2 as it stands."""
+    size = FACE_MAP_CANVAS
+    canvas = np.zeros((size, size, 3), dtype=np.uint8) if canvas is None else canvas
     for face in faces:
         visible = face[:, 2] > 0
         pixels = np.stack([np.minimum(np.floor(face[:, 0] / width * size), size - 1),
                            np.minimum(np.floor(face[:, 1] / height * size), size - 1)], axis=1).astype(int)
-        for edges, colour in (ANIPORTRAIT_PARTS if style == "aniportrait-face" else ECHOMIMIC_PARTS):
+        for edges, colour in parts:
             for a, b in edges:
                 if visible[a] and visible[b]:
-                    region = thick_line_region(tuple(pixels[a]), tuple(pixels[b]), ANIPORTRAIT_THICKNESS, size, size)
+                    region = thick_line_region(tuple(pixels[a]), tuple(pixels[b]), FACE_MAP_THICKNESS, size, size)
                     paint(canvas, [region], colour)
-        if style == "echomimic-face":
-            squares = list(zip(pupils(face), ECHOMIMIC_PUPIL_COLOURS))
-            squares.append((face[ECHOMIMIC_NOSE_TIP], ECHOMIMIC_NOSE_COLOUR))
-            for point, colour in squares:
-                if point[2] > 0:
-                    _paint_square(canvas, point[0] / width, point[1] / height, colour)
-    return resize_bilinear(canvas, width, height)
-
-
-def _paint_square(canvas: np.ndarray, x: float, y: float, colour: tuple[int, int, int]) -> None:
-    """EchoMimic's point marker at normalised (x, y): the canvas slice [py - 3 : py + 3, px - 3 :
-    px + 3] with px = int(size * x) (x held in float32, as its landmark list holds it), painted with
-    Python's slice rules, so a square whose start falls before the canvas edge is not drawn along
-    that axis; points outside [0, 1) are skipped."""
-    x, y = float(np.float32(x)), float(np.float32(y))
-    if not (0 <= x < 1 and 0 <= y < 1):
-        return
-    rows, columns = canvas.shape[:2]
-    px, py = int(columns * x), int(rows * y)
-    half = ECHOMIMIC_SQUARE_HALF
-    canvas[py - half:py + half, px - half:px + half] = colour
-
-
-def draw_aniportrait_face(faces: list[np.ndarray], width: int, height: int) -> np.ndarray:
-    """The `aniportrait-face` map (draw_face_map with that style)."""
-    return draw_face_map(faces, width, height, "aniportrait-face")
+    return canvas
 
 
 def resize_bilinear(image: np.ndarray, width: int, height: int) -> np.ndarray:

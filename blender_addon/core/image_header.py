@@ -29,6 +29,9 @@ _JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])  # TEM and RST0..7 carr
 # Real files carry a few dozen segments (APPn, DQT, DHT, COM) before their frame header; a bound
 # keeps the walk over a hostile file short.
 _JPEG_MAX_SEGMENTS = 1024
+# Fill bytes (0xFF) allowed before a marker: encoders write none or a few; a longer run is refused
+# there, so the walk looks at no more than about 1024 x 260 bytes of any file.
+JPEG_MAX_FILL = 256
 _NOT_FILL = re.compile(rb"[^\xff]")
 
 # Formats named in the refusal of an image that is neither PNG nor JPEG: (offset, magic, name).
@@ -123,9 +126,12 @@ def _jpeg_size(data: bytes) -> ImageSize:
             raise ImageHeaderError(truncated)
         if data[pos] != 0xFF:
             raise ImageHeaderError(f"the JPEG has no marker at byte {pos}, where its next segment should start")
-        marker_at = _NOT_FILL.search(data, pos)  # a marker may be preceded by any number of fill bytes
+        marker_at = _NOT_FILL.search(data, pos, pos + JPEG_MAX_FILL + 2)  # prefix, fill bytes, marker
         if marker_at is None:
-            raise ImageHeaderError(truncated)
+            if pos + JPEG_MAX_FILL + 2 > end:
+                raise ImageHeaderError(truncated)
+            raise ImageHeaderError(f"the JPEG has a run of more than {JPEG_MAX_FILL} fill bytes at byte {pos}; no "
+                                   f"encoder writes that")
         pos = marker_at.start()
         marker = data[pos]
         pos += 1

@@ -1,5 +1,5 @@
-"""Marionette wire protocol v1 (spec: docs/PROTOCOL.md). Standard library only: the Blender
-extension (client) and the backend (server) share this one implementation.
+"""The Marionette wire protocol (spec: docs/PROTOCOL.md). Standard library only: the Blender extension
+(client) and the backend (server) share this one implementation.
 
 A message is a 12-byte fixed header, a JSON object, then its binary attachments:
 
@@ -39,6 +39,7 @@ ERROR_CODES = {
     "unknown_job": "no job with that id",
     "unknown_engine": "the server has no such engine",
     "limit": "the job exceeds a limit (frames, resolution)",
+    "busy": "the backend is receiving as much as it may hold at once; try again shortly",
     "engine_failed": "the engine failed on the job",
     "cancelled": "the job was cancelled",
     "internal": "the server failed unexpectedly",
@@ -101,6 +102,14 @@ class MessageDecoder:
         self._buffer += data
         if self._lengths is None and len(self._buffer) >= FIXED_HEADER.size:
             self._read_fixed_header()
+
+    @property
+    def pending_size(self) -> int | None:
+        """JSON and payload bytes of the message being received, once its fixed header is in
+        (before any of them is buffered); None before that."""
+        if self._lengths is None and len(self._buffer) >= FIXED_HEADER.size:
+            self._read_fixed_header()
+        return None if self._lengths is None else sum(self._lengths)
 
     def needed(self) -> int:
         """Bytes still missing for the next message (at least 1 while waiting for a header)."""

@@ -1,10 +1,10 @@
-"""Pose maps drawn in pure numpy, pixel-compatible with the OpenCV drawing the models were trained on.
+"""Drawing in pure numpy, pixel-compatible with the OpenCV drawing the models were trained on, and
+the OpenPose body and hand conventions the pose styles (styles/) share.
 
 Blender bundles no OpenCV, so this module reproduces what the annotators' OpenCV calls produce:
-`ellipse2Poly` + `fillConvexPoly` limbs, filled `circle` joints, `line` hand edges, the `dwpose`
-dimming, the `openpose` per-limb `addWeighted` blend and the `wan` frame-sized strokes. Canvas:
-(H, W, 3) uint8, RGB as the models consume it, black background; keypoints in pixels, origin
-top-left.
+`ellipse2Poly` + `fillConvexPoly` limbs, filled `circle` joints, `line` edges, `addWeighted`
+blending. Canvas: (H, W, 3) uint8, RGB as the models consume it, black background; keypoints in
+pixels, origin top-left.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .keypoints import PersonKeypoints
 
 # Body limbs as 0-based BODY-18 index pairs: the first 17 of the usual 19, in the convention's order.
 BODY_LIMBS = (
@@ -39,35 +38,14 @@ HAND_EDGE_COLORS = tuple(
     for e in range(len(HAND_EDGES))
 )
 HAND_POINT_COLOR = (0, 0, 255)
-FACE_POINT_COLOR = (255, 255, 255)
-
-STYLES = {
-    "dwpose": "DWPose annotator (Moore-AnimateAnyone pose videos): body, hands, face dots",
-    "openpose": "ControlNet 1.0 OpenPose annotator: body only",
-    "wan": "Wan2.2-Animate pose video: body with toes, thin hands, strokes scaled to the frame",
-}
 
 STICK_WIDTH = 4
 JOINT_RADIUS = 4
 HAND_POINT_RADIUS = 4
 HAND_LINE_THICKNESS = 2
-FACE_POINT_RADIUS = 3
-DWPOSE_DIM = 0.6
-OPENPOSE_LIMB_ALPHA = 0.6
 # The annotators test a hand or face point with `int(x) > eps and int(y) > eps` on its whole-pixel
 # coordinates (not on the normalised ones), so only points in column 0 or row 0 are dropped.
 ANNOTATOR_EPS = 0.01
-
-# `wan` style (Wan2.2-Animate preprocess, draw_aapose_new with stickwidth_type 'v2'): BODY-18 plus
-# L-toe (18) and R-toe (19); limb i is drawn in 0.6 x colour i, point i in colour i, so a toe limb
-# and its toe point differ in colour.
-WAN_LIMBS = BODY_LIMBS + ((13, 18), (10, 19))
-WAN_COLORS = BODY_COLORS + ((200, 200, 0), (100, 100, 0))
-WAN_LIMB_COLORS = tuple(tuple(int(float(c) * 0.6) for c in color) for color in WAN_COLORS[:len(WAN_LIMBS)])
-# Wan skips a point whose score is below this; a Marionette point has c = 1 or 0.
-WAN_SCORE_THRESHOLD = 0.5
-# Foot indices (COCO-WholeBody order) of each toe's big and small toe: left, then right.
-WAN_TOE_FEET = ((0, 1), (3, 4))
 
 # OpenCV's fixed point for sub-pixel polygon vertices.
 _SHIFT = 16
@@ -339,106 +317,9 @@ def blend(canvas: np.ndarray, region: Region | None, color: Sequence[int], alpha
     view[region.mask] = np.clip(np.rint(new), 0, 255).astype(np.uint8)
 
 
-# --- styles -----------------------------------------------------------------------------------
+# --- the OpenPose conventions the pose styles share ----------------------------------------
 
-def wan_stick_width(width: int, height: int) -> int:
-    """Limb half-width and joint radius of the `wan` style, in pixels, for a frame of that size."""
-    return max(int(min(height, width) / 200) - 1, 1)
-
-
-def wan_hand_width(width: int, height: int) -> int:
-    """Hand edge thickness and hand point radius of the `wan` style, in pixels."""
-    return max(wan_stick_width(width, height) // 2, 1)
-
-
-def draw_pose_map(people: Sequence[PersonKeypoints], width: int, height: int,
-                  style: str = "dwpose", depth_order: bool = False) -> np.ndarray:
-    """Draw the pose map of one frame.
-
-    `style` is a key of STYLES. With `depth_order`, limbs, joints and hand edges are drawn far to
-    near (by camera depth) instead of in the convention's fixed order, which gives occlusion cues
-    the released models did not see in training.
-    """
-    if style not in STYLES:
-        raise ValueError(f"unknown pose style {style!r}; known styles: {', '.join(STYLES)}")
-    canvas = np.zeros((height, width, 3), dtype=np.uint8)
-    if style == "dwpose":
-        return _draw_dwpose(canvas, people, depth_order)
-    if style == "openpose":
-        bodies = [_body(p.group("pose_keypoints_2d"), p.group_depth("pose_keypoints_2d")) for p in people]
-        for color, region in _ordered(_joints(bodies, BODY_COLORS, JOINT_RADIUS, width, height), depth_order):
-            paint(canvas, [region], color)
-        for color, region in _ordered(_limbs(bodies, BODY_LIMBS, BODY_COLORS, STICK_WIDTH, width, height),
-                                      depth_order):
-            blend(canvas, region, color, OPENPOSE_LIMB_ALPHA)
-        return canvas
-    # Wan draws one person per call; several people are drawn one after the other.
-    for person in people:
-        _draw_wan_person(canvas, person, depth_order)
-    return canvas
-
-
-def _draw_dwpose(canvas: np.ndarray, people: Sequence[PersonKeypoints], depth_order: bool) -> np.ndarray:
-    height, width = canvas.shape[:2]
-    bodies = [_body(_as_annotator_sees(p.group("pose_keypoints_2d"), width, height),
-                    p.group_depth("pose_keypoints_2d")) for p in people]
-    for color, region in _ordered(_limbs(bodies, BODY_LIMBS, BODY_COLORS, STICK_WIDTH, width, height), depth_order):
-        paint(canvas, [region], color)
-    canvas = (canvas * DWPOSE_DIM).astype(np.uint8)
-    for color, region in _ordered(_joints(bodies, BODY_COLORS, JOINT_RADIUS, width, height), depth_order):
-        paint(canvas, [region], color)
-    # All left hands, then all right hands, as the annotator stacks them.
-    for key in ("hand_left_keypoints_2d", "hand_right_keypoints_2d"):
-        for person in people:
-            hand = _as_annotator_sees(person.group(key), width, height)
-            present = (hand[:, 2] > 0) & _clear_of_top_left(hand)
-            _draw_hand(canvas, hand, person.group_depth(key), present,
-                       HAND_LINE_THICKNESS, HAND_POINT_RADIUS, depth_order)
-    for person in people:
-        face = _as_annotator_sees(person.group("face_keypoints_2d"), width, height)
-        present = (face[:, 2] > 0) & _clear_of_top_left(face)
-        paint(canvas, [disk_region(int(x), int(y), FACE_POINT_RADIUS, width, height) for x, y, _c in face[present]],
-              FACE_POINT_COLOR)
-    return canvas
-
-
-def _draw_wan_person(canvas: np.ndarray, person: PersonKeypoints, depth_order: bool) -> None:
-    height, width = canvas.shape[:2]
-    stick_width, hand_width = wan_stick_width(width, height), wan_hand_width(width, height)
-    points, depth = _wan_body(person, width, height)
-    bodies = [(points, depth, points[:, 2] >= WAN_SCORE_THRESHOLD)]
-    for color, region in _ordered(_limbs(bodies, WAN_LIMBS, WAN_LIMB_COLORS, stick_width, width, height),
-                                  depth_order):
-        paint(canvas, [region], color)
-    for color, region in _ordered(_joints(bodies, WAN_COLORS, stick_width, width, height), depth_order):
-        paint(canvas, [region], color)
-    for key in ("hand_left_keypoints_2d", "hand_right_keypoints_2d"):
-        hand = _as_annotator_sees(person.group(key), width, height)
-        present = (hand[:, 2] >= WAN_SCORE_THRESHOLD) & _clear_of_top_left(hand)
-        _draw_hand(canvas, hand, person.group_depth(key), present, hand_width, hand_width, depth_order)
-
-
-def _wan_body(person: PersonKeypoints, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """The 20 points Wan draws, in pixels: BODY-18, then L-toe and R-toe, with their depths.
-
-    Wan averages big and small toe in coordinates normalised by the frame size and scales back.
-    It averages their scores too, which would place a toe half-way to an absent point; here a toe
-    is present only when both of its points are.
-    """
-    body, feet = person.group("pose_keypoints_2d"), person.group("foot_keypoints_2d")
-    body_depth, feet_depth = person.group_depth("pose_keypoints_2d"), person.group_depth("foot_keypoints_2d")
-    big, small = (list(indices) for indices in zip(*WAN_TOE_FEET))
-    size = np.array([width, height], dtype=np.float64)
-    points = np.zeros((len(WAN_COLORS), 3))
-    points[:18] = _as_annotator_sees(body, width, height)
-    points[18:, :2] = (feet[big, :2] / size + feet[small, :2] / size) / 2 * size
-    both = (feet[big, 2] >= WAN_SCORE_THRESHOLD) & (feet[small, 2] >= WAN_SCORE_THRESHOLD)
-    points[18:, 2] = np.where(both, (feet[big, 2] + feet[small, 2]) / 2, 0.0)
-    depth = np.concatenate([body_depth, (feet_depth[big] + feet_depth[small]) / 2])
-    return points, depth
-
-
-def _as_annotator_sees(points: np.ndarray, width: int, height: int) -> np.ndarray:
+def as_annotator_sees(points: np.ndarray, width: int, height: int) -> np.ndarray:
     """Pixel points after the annotators' trip through coordinates normalised by the frame size.
 
     The annotators keep keypoints divided by the frame size and multiply back to draw; x / W * W
@@ -450,16 +331,16 @@ def _as_annotator_sees(points: np.ndarray, width: int, height: int) -> np.ndarra
     return seen
 
 
-def _clear_of_top_left(points: np.ndarray) -> np.ndarray:
+def clear_of_top_left(points: np.ndarray) -> np.ndarray:
     """Which hand or face points pass the annotators' eps test (not in pixel column 0 or row 0)."""
     return (np.trunc(points[:, 0]) > ANNOTATOR_EPS) & (np.trunc(points[:, 1]) > ANNOTATOR_EPS)
 
 
-def _body(points: np.ndarray, depth: np.ndarray):
+def body_points(points: np.ndarray, depth: np.ndarray):
     return points, depth, points[:, 2] > 0
 
 
-def _limbs(bodies, limbs, colors, stick_width, width, height):
+def limb_regions(bodies, limbs, colors, stick_width, width, height):
     """(depth, color, region) per drawable limb, limb-major then person, as the annotators loop.
 
     `bodies` holds (points, depth, present) per person.
@@ -471,7 +352,7 @@ def _limbs(bodies, limbs, colors, stick_width, width, height):
                 yield (depth[i] + depth[j]) / 2, colors[index], region
 
 
-def _joints(bodies, colors, radius, width, height):
+def joint_regions(bodies, colors, radius, width, height):
     for index in range(len(colors)):
         for points, depth, present in bodies:
             if present[index]:
@@ -479,14 +360,14 @@ def _joints(bodies, colors, radius, width, height):
                 yield depth[index], colors[index], disk_region(int(x), int(y), radius, width, height)
 
 
-def _ordered(items, depth_order: bool):
+def in_order(items, depth_order: bool):
     items = list(items)
     if depth_order:
         items.sort(key=lambda item: -item[0])  # stable: equal depths keep the convention's order
     return [(color, region) for _depth, color, region in items]
 
 
-def _draw_hand(canvas: np.ndarray, hand: np.ndarray, depth: np.ndarray, present: np.ndarray,
+def draw_hand(canvas: np.ndarray, hand: np.ndarray, depth: np.ndarray, present: np.ndarray,
                thickness: int, radius: int, depth_order: bool) -> None:
     """Hand edges (an edge needs both ends present), then the points, over the canvas."""
     height, width = canvas.shape[:2]

@@ -50,6 +50,11 @@ class BackendProcess:
                 return int(line.split()[1])
         return 0
 
+    def stored_jobs(self) -> int:
+        """How many jobs the server has stored."""
+        return sum(1 for path in self.store.iterdir() if path.is_dir() and not path.name.startswith(".")) \
+            if self.store.is_dir() else 0
+
     def peak_rss_kib(self) -> int:
         """The most resident memory the process has had so far (VmHWM)."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():

@@ -9,10 +9,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from marionette.engines.animate_anyone.checkpoints import (WeightsError, convert_to_safetensors, load_networks,
-                                                            motion_module_from_diffusers, motion_module_to_diffusers,
-                                                            save_release_layout)
-from marionette.engines.animate_anyone.pipeline import AnimateAnyonePipeline, aniportrait_controls, frame_windows
+from marionette.engines.animate_anyone.pipeline import AnimateAnyonePipeline, aniportrait_controls
+from marionette.engines.animate_anyone.weights import load_networks, save_release_layout
+from marionette.models.checkpoints import (WeightsError, convert_to_safetensors, motion_module_from_diffusers,
+                                           motion_module_to_diffusers)
+from marionette.models.windows import open_windows
 
 from tiny_animate_anyone import tiny_networks
 
@@ -64,7 +65,7 @@ def test_safetensors_twins_give_the_same_output(release_folder, inputs, tmp_path
 
     folder = tmp_path / "weights"
     shutil.copytree(release_folder, folder)
-    written = convert_to_safetensors(folder)
+    written, _left = convert_to_safetensors(folder)
     assert sorted(p.name for p in written) == sorted(f"{s}.safetensors" for s in
                                                      ("denoising_unet", "reference_unet", "pose_guider", "motion_module"))
     for path in folder.glob("*.pth"):
@@ -140,8 +141,8 @@ def test_guidance_halves_in_one_batch_equal_two_separate_passes(inputs):
 
 
 def test_windows_cover_the_clip_in_order_and_stream(inputs):
-    assert frame_windows(5, 24, 4) == [list(range(5))]
-    windows = frame_windows(50, 24, 4)
+    assert open_windows(5, 24, 4) == [list(range(5))]
+    windows = open_windows(50, 24, 4)
     assert windows[0][0] == 0 and windows[-1][-1] == 49
     assert all(len(w) == 24 for w in windows)
     assert all(b[0] <= a[-1] - 3 for a, b in zip(windows, windows[1:]))  # at least 4 frames shared
@@ -169,7 +170,7 @@ def test_same_seed_same_frames_and_stop(inputs):
 
 def test_a_job_through_the_server(backend, release_folder):
     from marionette.images import encode_png
-    from marionette_core.client import BackendClient
+    from marionette_core.client import BackendClient, BackendError
     from marionette_core.png import decode_png
 
     import synthetic
@@ -193,11 +194,14 @@ def test_a_job_through_the_server(backend, release_folder):
         elif message.type == "done":
             break
     assert sorted(frames) == list(range(5)) and frames[0].shape == (64, 48, 3)
-    # Without weights the job fails with a message naming what is missing.
-    client.submit({**job, "settings": {}}, reference_png, {"pose": maps})
-    with pytest.raises(Exception, match="needs 'weights'"):
-        while True:
-            client.receive()
+    # Without weights, or for a GPU this backend lacks, the job is refused at submit, naming the cause.
+    with pytest.raises(BackendError, match="needs 'weights'") as refused:
+        client.submit({**job, "settings": {}}, reference_png, {"pose": maps})
+    assert refused.value.code == "bad_request"
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendError, match="asks for device 'cuda', but this backend has no CUDA"):
+            client.submit({**job, "settings": {**job["settings"], "device": "cuda"}}, reference_png, {"pose": maps})
+    client.ping()  # the connection still serves
 
 
 def test_render_and_convert_commands(tmp_path, release_folder):
@@ -347,7 +351,7 @@ def test_aniportrait_guider_is_fed_as_the_original_feeds_it(inputs):
     assert ours[0, :, 5, 7].tolist() == [2.0 * v - 1 for v in maps[0][5, 7]]  # R first, as in the map
     assert ours.min() == -1 and ours.max() == 509
 
-    windows = frame_windows(7, 4, 2)
+    windows = open_windows(7, 4, 2)
     assert windows == [[0, 1, 2, 3], [2, 3, 4, 5], [3, 4, 5, 6]]
     features = pipeline._window_features(ours, windows, guided=True)
     original, original_forward = original_aniportrait_guider(guider)

@@ -11,14 +11,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from marionette.engines.animate_anyone.checkpoints import WeightsError
-from marionette.engines.echomimic import checkpoints
+from marionette.engines.echomimic import weights as checkpoints
 from marionette.engines.echomimic.audio_features import (frame_features, load_whisper_encoder, log_mel_spectrogram,
                                                          mel_filters, whisper_features)
-from marionette.engines.echomimic.checkpoints import RELEASE_FILES, WHISPER_CHECKPOINT, load_networks
+from marionette.engines.echomimic.weights import RELEASE_FILES, WHISPER_CHECKPOINT, load_networks
 from marionette.engines.echomimic.face_mask import face_box_mask, face_mask_from_image, face_mask_from_landmarks
-from marionette.engines.echomimic.pipeline import (EchoMimicPipeline, context_windows, shifted_windows,
-                                                   velocity_round_trip)
+from marionette.engines.echomimic.pipeline import CONTEXT_FRAMES, CONTEXT_OVERLAP, EchoMimicPipeline, velocity_round_trip
+from marionette.models.checkpoints import WeightsError, convert_to_safetensors
+from marionette.models.windows import closed_loop_windows, shifted_windows
 
 from tiny_echomimic import TINY_WHISPER_DIMS, tiny_networks, tiny_whisper_checkpoint, write_release, \
     write_whisper_checkpoint
@@ -62,18 +62,18 @@ def frames_equal(a, b):
 # --- window schedule -------------------------------------------------------------------------------
 
 def test_windows_start_every_nine_frames_and_wrap_around():
-    windows = context_windows(30)
+    windows = closed_loop_windows(30, CONTEXT_FRAMES, CONTEXT_OVERLAP)
     assert [w[0] for w in windows] == [0, 9, 18, 27]
     assert all(len(w) == 12 for w in windows)
     assert windows[1] == list(range(9, 21))
     assert windows[3] == [27, 28, 29] + list(range(0, 9))  # closed loop: past the end to the start
-    assert context_windows(13) == [list(range(12)), [9, 10, 11, 12] + list(range(0, 8))]
-    assert context_windows(12) == [list(range(12))] and context_windows(5) == [list(range(5))]
-    assert context_windows(9, context=4, overlap=1) == [[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 0]]
+    assert closed_loop_windows(13, CONTEXT_FRAMES, CONTEXT_OVERLAP) == [list(range(12)), [9, 10, 11, 12] + list(range(0, 8))]
+    assert closed_loop_windows(12, CONTEXT_FRAMES, CONTEXT_OVERLAP) == [list(range(12))] and closed_loop_windows(5, CONTEXT_FRAMES, CONTEXT_OVERLAP) == [list(range(5))]
+    assert closed_loop_windows(9, 4, 1) == [[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 0]]
 
 
 def test_windows_shift_every_step():
-    windows = context_windows(30)
+    windows = closed_loop_windows(30, CONTEXT_FRAMES, CONTEXT_OVERLAP)
     assert shifted_windows(windows, 0, 2, 30) == windows
     step3 = shifted_windows(windows, 3, 2, 30)  # audio mode: 2 frames per step
     assert step3[0] == list(range(6, 18)) and step3[3] == [3] + list(range(4, 15))
@@ -310,7 +310,7 @@ def test_networks_are_echomimics(audio_networks):
 def test_audio_attention_counts_three_times():
     from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-    from marionette.engines.animate_anyone.reference_attention import ScaledCrossAttention
+    from marionette.models.reference_attention import ScaledCrossAttention
     torch.manual_seed(0)
     attention = Attention(query_dim=16, cross_attention_dim=8, heads=2, dim_head=8)
     hidden, context = torch.randn(3, 5, 16), torch.randn(3, 7, 8)
@@ -336,7 +336,7 @@ def test_guidance_halves_in_one_batch_equal_two_separate_passes(audio_networks, 
     from diffusers.image_processor import VaeImageProcessor
     from PIL import Image
 
-    from marionette.engines.animate_anyone.pipeline import encode_reference
+    from marionette.models.denoising import encode_reference
     pipeline = EchoMimicPipeline(audio_networks)
     nets = audio_networks
     with torch.no_grad():
@@ -360,7 +360,7 @@ def test_guidance_halves_in_one_batch_equal_two_separate_passes(audio_networks, 
 
 
 def test_velocity_round_trip_is_the_identity_up_to_rounding():
-    from marionette.engines.animate_anyone.models import ddim_scheduler
+    from marionette.models.unets import ddim_scheduler
     alphas = ddim_scheduler().alphas_cumprod
     prediction, sample = torch.randn(2, 4, 3, 8, 8), torch.randn(2, 4, 3, 8, 8)
     for t in (999, 500, 1):
@@ -562,7 +562,7 @@ def test_denoiser_weights_layer_as_the_release_loads_them(tmp_path):
 
 def test_safetensors_twins_load_the_same(tmp_path):
     networks, _config = write_release(tmp_path, seed=8, mode="pose", accelerated=True)
-    written = checkpoints.convert_to_safetensors(tmp_path)
+    written, _left = convert_to_safetensors(tmp_path)
     assert sorted(p.name for p in written) == sorted(f"{s}.safetensors" for s in RELEASE_FILES[("pose", True)].stems())
     for path in tmp_path.glob("*.pth"):
         path.unlink()

@@ -32,7 +32,7 @@ from marionette_core.client import BackendClient, BackendError
 from marionette_core.protocol import MessageDecoder, encode_message, recv_message
 
 from marionette.cli import main as marionette
-from marionette.engines.wan_animate.loading import load_pipeline
+from marionette.engines.wan_animate.weights import load_pipeline
 from marionette.images import decode_image, encode_png
 
 import synthetic

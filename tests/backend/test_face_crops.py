@@ -10,10 +10,10 @@ import synthetic
 from marionette_core.face import ibug68
 from marionette_core.keypoints import BODY_18, PersonKeypoints
 
-from marionette.engines.face_warp import INNER_MOUTH
+from marionette.warping.face import INNER_MOUTH
 from marionette.engines.wan_animate.face_crops import (FACE_CROP_SIZE, FaceCropper, crop_face, face_box, face_crops,
                                                        face_points)
-from marionette.engines.wan_animate.loading import WanAnimateError
+from marionette.engines.wan_animate.weights import WanAnimateError
 
 
 def corners(x0, y0, x1, y1):

@@ -11,7 +11,6 @@ import re
 import socket
 import struct
 import threading
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,7 +27,7 @@ from marionette_core.png import encode_png
 from marionette_core.protocol import send_message
 
 from marionette.images import ImageError, ImageLimitError, ImageTrack, decode_image
-from marionette.jobs import build_inputs
+from marionette.job_inputs import build_inputs
 
 import synthetic
 
@@ -137,18 +136,28 @@ def test_jpeg_frame_header_after_other_segments_and_fill_bytes():
     assert image_size(data[:2] + extra + data[2:]) == ("JPEG", 70, 40)
 
 
-def test_hostile_jpeg_headers_are_walked_quickly():
+def test_hostile_jpeg_headers_are_refused_where_the_walk_stops():
+    """The walk is bounded by what it examines, whatever the file's length: at most JPEG_MAX_FILL
+    fill bytes before a marker and _JPEG_MAX_SEGMENTS segments (each skipped by its length). A run of
+    32 MiB of fill bytes is refused where the allowed run ends, exactly as a run one byte too long."""
+    from marionette_core.image_header import JPEG_MAX_FILL
+
+    too_long = f"a run of more than {JPEG_MAX_FILL} fill bytes at byte 2"
     cases = {
-        "ends before its frame header": b"\xff\xd8" + b"\xff" * (32 << 20),  # 32 MiB of fill bytes
-        "no frame header (SOF) within its first 1024 segments": b"\xff\xd8" + b"\xff\xfe\x00\x02" * (1 << 20),
-        "segment of invalid length 1": b"\xff\xd8\xff\xe0\x00\x01",
-        "no frame header (SOF) before its image data": b"\xff\xd8\xff\xda\x00\x08" + bytes(6),
+        too_long: [b"\xff\xd8" + b"\xff" * (32 << 20), b"\xff\xd8" + b"\xff" * (JPEG_MAX_FILL + 2) + b"\xd9"],
+        "no frame header (SOF) within its first 1024 segments": [b"\xff\xd8" + b"\xff\xfe\x00\x02" * (1 << 20)],
+        "segment of invalid length 1": [b"\xff\xd8\xff\xe0\x00\x01"],
+        "no frame header (SOF) before its image data": [b"\xff\xd8\xff\xda\x00\x08" + bytes(6)],
+        "ends before its frame header": [b"\xff\xd8" + b"\xff" * 40],
     }
-    for words, data in cases.items():
-        started = time.perf_counter()
-        with pytest.raises(ImageHeaderError, match=re.escape(words)):
-            image_size(data)
-        assert time.perf_counter() - started < 0.1, words
+    for words, hostile in cases.items():
+        for data in hostile:
+            with pytest.raises(ImageHeaderError, match=re.escape(words)):
+                image_size(data)
+    # The longest allowed run is walked through to its marker.
+    allowed = KINDS["jpeg"](64, 48)
+    padded = allowed[:2] + b"\xff" * JPEG_MAX_FILL + allowed[2:]
+    assert image_size(padded) == ("JPEG", 64, 48)
 
 
 @pytest.mark.parametrize("kind", ["png rgb", "jpeg"])
@@ -216,11 +225,9 @@ def test_limits_name_the_size_and_the_limit(bomb, jpeg_bomb):
 # --- decoding in the backend -------------------------------------------------------------------
 
 def test_decode_image_refuses_the_bomb_without_decoding_it(bomb, jpeg_bomb):
-    for data in (bomb, jpeg_bomb):
-        started = time.perf_counter()
+    for data in (bomb, jpeg_bomb):  # refused from the header: a decode would need 2.5 GiB
         with pytest.raises(ImageLimitError) as error:
             decode_image(data, "reference image")
-        assert time.perf_counter() - started < 0.1
         assert f"{BOMB_SIDE}x{BOMB_SIDE}" in str(error.value)
     with pytest.raises(ImageError) as error:
         decode_image(encode(".bmp", np.zeros((4, 4, 3), np.uint8)), "reference image")
@@ -267,16 +274,14 @@ def client_for(backend) -> BackendClient:
     return client
 
 
-def submit_raw(client: BackendClient, job: dict, attachments: list[tuple[str, bytes]]):
-    """Submit with any attachments; the time until the answer, and the error it raised (or None)."""
-    started = time.perf_counter()
+def submit_raw(client: BackendClient, job: dict, attachments: list[tuple[str, bytes]]) -> BackendError | None:
+    """Submit with any attachments; the error it raised (or None)."""
     try:
         client.send({"type": "submit", "job": job}, attachments)
         client.expect("accepted")
-        error = None
     except BackendError as raised:
-        error = raised
-    return time.perf_counter() - started, error
+        return raised
+    return None
 
 
 def stored_jobs(backend) -> list[str]:
@@ -311,16 +316,15 @@ def test_a_bomb_on_any_image_track_is_refused_from_its_header(backend, bomb, jpe
     baseline = backend.rss_kib()
     figures = {}
     for track, attachments in cases.items():
-        seconds, error = submit_raw(client, job, attachments)
+        error = submit_raw(client, job, attachments)
         growth = backend.rss_kib() - baseline
-        figures[track] = (round(seconds, 3), growth)
+        figures[track] = growth
         assert error is not None and error.code == "limit", (track, error)
         assert f"{BOMB_SIDE}x{BOMB_SIDE} pixels" in str(error) and f"limit of {DEFAULT_MAX_SIDE}" in str(error), \
             str(error)
-        assert seconds < 1.0, (track, seconds)
         assert growth < 64 * MIB, (track, f"server memory grew by {growth} KiB")
         assert stored_jobs(backend) == [], track
-    print("seconds to refusal, RSS growth in KiB:", figures)
+    print("RSS growth in KiB:", figures)
     assert backend.alive()
     run_a_good_job(client)  # the same connection still serves
 
@@ -343,9 +347,8 @@ def test_unreadable_and_other_format_images_are_refused_before_decoding(backend)
          "JPEG ends before its frame"),
     ]
     for attachments, words in cases:
-        seconds, error = submit_raw(client, job, attachments)
+        error = submit_raw(client, job, attachments)
         assert error is not None and error.code == "bad_request" and words in str(error), (words, error)
-        assert seconds < 1.0
     assert stored_jobs(backend) == []
     run_a_good_job(client)
 

@@ -2,10 +2,8 @@
 reader, the `marionette lip-sync` command and the server's answer."""
 
 import asyncio
-import importlib.util
 import io
 import math
-import sys
 import wave
 from pathlib import Path
 
@@ -20,23 +18,13 @@ from marionette import cli
 from marionette.audio import AudioError, load_audio
 from marionette.lip_sync import (LipSyncError, answer_lip_sync, audio2mesh_forward, canonical_to_blender, frame_count,
                                  handle_lip_sync, load_audio2mesh, normalise, predict_offsets)
+from marionette_core import lip_sync_offsets as reader  # the one offsets format, the extension's too
 from marionette_core.protocol import Message
 
 from tiny_audio2mesh import TINY_WAV2VEC2, constant_model, save_release, tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def _extension_solver():
-    """The extension's reader of these offsets (numpy only), loaded by path (its package needs bpy)."""
-    spec = importlib.util.spec_from_file_location("lip_sync_reader", ROOT / "blender_addon" / "lip_sync.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-reader = _extension_solver()
 
 
 def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
@@ -266,7 +254,7 @@ def test_the_lip_sync_command_writes_offsets_the_extension_reads(release, tmp_pa
     code = cli.main(["lip-sync", "--weights", str(release), "--audio", str(sound), "--fps", "25", "--out", str(out),
                      "--device", "cpu"])
     assert code == 0 and "38 frames" in capsys.readouterr().out
-    read = reader.read_offsets_file(out)
+    read = reader.read_file(out)
     assert read.fps == 25.0 and abs(read.seconds - 1.5) < 1e-9
     expected = predict_offsets(release, load_audio(sound), 25, device="cpu")
     assert np.array_equal(read.offsets, expected.astype(np.float64))
@@ -286,7 +274,7 @@ def test_the_server_answer_carries_the_offsets(release):
                                           wav_bytes(audio))
     assert header["type"] == "lip_sync" and header["id"] == 7 and header["frames"] == 24
     assert [name for name, _ in attachments] == ["offsets.f32"]
-    offsets = reader.offsets_from_answer(header, attachments[0][1])
+    offsets = reader.from_answer(header, attachments[0][1])
     expected = predict_offsets(release, load_audio(wav_bytes(audio)), 24, device="cpu")
     assert offsets.fps == 24.0 and np.array_equal(offsets.offsets, expected.astype(np.float64))
 

@@ -17,8 +17,8 @@ pytest.importorskip("ftfy")
 
 from PIL import Image
 
-from marionette.engines.wan_animate.generation import CarryState, generate_segments, plan_segments
-from marionette.engines.wan_animate.loading import WanAnimateError, check_weights_folder, load_pipeline
+from marionette.engines.wan_animate.pipeline import CarryState, generate_segments, plan_segments
+from marionette.engines.wan_animate.weights import WanAnimateError, check_weights_folder, load_pipeline
 
 from tiny_wan_animate import MOTION_SIZE, save_tiny_release
 

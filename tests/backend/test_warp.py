@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from marionette.engines.base import JobInputs
-from marionette.engines.warp import WarpEngine, WarpRig
+from marionette.engines.warp.engine import WarpEngine
+from marionette.warping.rig import WarpRig
 from marionette.images import decode_image
 
 import synthetic
@@ -62,7 +63,7 @@ def test_missing_keypoints_follow_the_parent_bone():
 
 def test_engine_streams_frames_in_order_and_stops():
     reference_png, reference_pose, poses = synthetic.job_files(6)
-    from marionette.jobs import build_inputs
+    from marionette.job_inputs import build_inputs
 
     inputs = build_inputs(reference_png, reference_pose, poses, {}, None, None, {})
     assert isinstance(inputs, JobInputs)

@@ -29,9 +29,8 @@ def tiny_networks(seed: int = 0, unet_config: dict | None = None, guider: str = 
     from diffusers import AutoencoderKL
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from marionette.engines.animate_anyone.models import (Networks, build_aniportrait_pose_guider,
-                                                           build_denoising_unet, build_pose_guider,
-                                                           build_reference_unet, ddim_scheduler)
+    from marionette.engines.animate_anyone.models import Networks, build_aniportrait_pose_guider
+    from marionette.models.unets import build_denoising_unet, build_pose_guider, build_reference_unet, ddim_scheduler
 
     torch.manual_seed(seed)
     config = dict(unet_config or (TINY_ANIPORTRAIT_CONFIG if guider == "aniportrait" else TINY_UNET_CONFIG))

@@ -66,10 +66,10 @@ def tiny_networks(seed: int = 0, mode: str = "audio", accelerated: bool = False,
     (zero-initialised layers too, so that every part changes the output)."""
     from diffusers import AutoencoderKL
 
-    from marionette.engines.animate_anyone.models import ddim_scheduler
     from marionette.engines.echomimic.audio_features import WhisperAudioEncoder
     from marionette.engines.echomimic.models import (EchoMimicNetworks, build_echomimic_denoising_unet,
                                                      build_echomimic_reference_unet, build_face_locator)
+    from marionette.models.unets import ddim_scheduler
 
     torch.manual_seed(seed)
     config = dict(TINY_UNET_CONFIG)
@@ -95,7 +95,7 @@ def tiny_networks(seed: int = 0, mode: str = "audio", accelerated: bool = False,
 
 def write_release(folder: Path, seed: int = 0, mode: str = "audio", accelerated: bool = False):
     """A weights folder in the release's layout for one variant; returns (networks, config)."""
-    from marionette.engines.echomimic.checkpoints import WHISPER_CHECKPOINT, save_release_layout
+    from marionette.engines.echomimic.weights import WHISPER_CHECKPOINT, save_release_layout
 
     networks, config, checkpoint = tiny_networks(seed, mode, accelerated)
     save_release_layout(networks, config, folder)

@@ -100,7 +100,7 @@ def _demo(tmp, port, token_file, frames, engine, size=SIZE, percentage=100):
 
 def _set(scene, engine, **values):
     """Engine settings as the panel sets them (scene.marionette.engine_settings)."""
-    from bl_ext.user_default.marionette.engine_settings import VALUE_FIELDS
+    from bl_ext.user_default.marionette.shared.engines import VALUE_FIELDS
 
     for name, value in values.items():
         item = scene.marionette.engine_settings[f"{engine}/{name}"]
@@ -164,20 +164,21 @@ def _keypoint_people(tmp, frame):
 
 def case_wan_animate_streams_frames_and_face_crops(tmp, port, token_file, store, weights):
     import numpy as np
-    from bl_ext.user_default.marionette.core.rasterize import draw_pose_map, wan_stick_width
+    from bl_ext.user_default.marionette.core.styles import draw as draw_style
+    from bl_ext.user_default.marionette.core.styles.wan import stick_width as wan_stick_width
 
     scene = _demo(tmp, port, token_file, frames=6, engine="wan-animate")
     scene.marionette.prompt = PROMPT
     _set(scene, "wan-animate", weights=weights, segment=5, carry=1, steps=2)
-    assert scene.marionette.pose_style == "DWPOSE"  # the engine's declared style wins over the panel's
+    assert scene.marionette.pose_style == "dwpose"  # the engine's declared style wins over the panel's
     outcome = _generate()
 
     pose = {}
     for frame in (1, 4, 6):
         people, width, height = _keypoint_people(tmp, frame)
         drawn = _read_png(Path(tmp) / "marionette" / "control" / "pose" / f"{frame:06d}.png")
-        pose[frame] = {"wan": bool(np.array_equal(drawn, draw_pose_map(people, width, height, "wan"))),
-                       "dwpose": bool(np.array_equal(drawn, draw_pose_map(people, width, height, "dwpose"))),
+        pose[frame] = {"wan": bool(np.array_equal(drawn, draw_style("wan", people, width, height))),
+                       "dwpose": bool(np.array_equal(drawn, draw_style("dwpose", people, width, height))),
                        "lit": int((drawn.max(axis=2) > 0).sum())}
     job = _job(store, scene)
     sent_pose = Path(job["folder"]) / "inputs" / "tracks" / "pose" / "000000.png"
@@ -360,7 +361,7 @@ def case_echomimic_from_the_scene_sound(tmp, port, token_file, store, weights):
 
     import numpy as np
     import scene_helpers as h
-    from bl_ext.user_default.marionette.core.face import draw_face_map
+    from bl_ext.user_default.marionette.core.styles import draw as draw_style
 
     scene = _demo(tmp, port, token_file, frames=6, engine="echomimic")
     scene.render.fps, scene.render.fps_base = 24, 1.0
@@ -386,9 +387,8 @@ def case_echomimic_from_the_scene_sound(tmp, port, token_file, store, weights):
     faces = {}
     for frame in (1, 6):
         people, width, height = _keypoint_people(tmp, frame)
-        meshes = [p.points["face_mesh_keypoints_2d"] for p in people if "face_mesh_keypoints_2d" in p.points]
         drawn = _read_png(Path(tmp) / "marionette" / "control" / "face" / f"{frame:06d}.png")
-        faces[frame] = {style: bool(np.array_equal(drawn, draw_face_map(meshes, width, height, style)))
+        faces[frame] = {style: bool(np.array_equal(drawn, draw_style(style, people, width, height)))
                         for style in ("echomimic-face", "aniportrait-face")}
         faces[frame]["lit"] = int((drawn.max(axis=2) > 0).sum())
     result["faces"] = faces
@@ -489,19 +489,19 @@ class _Layout:
 def _generate_panel(engine):
     """What the Generate panel draws for `engine`."""
     import bpy
-    from bl_ext.user_default.marionette import gui
+    from bl_ext.user_default.marionette.generate.panel import MARIONETTE_PT_generate
 
     bpy.context.scene.marionette.engine = engine
     drawn = []
     panel = type("Panel", (), {"layout": _Layout(drawn)})()
     context = type("Context", (), {"scene": bpy.context.scene, "window_manager": bpy.context.window_manager})()
-    gui.MARIONETTE_PT_generate.draw(panel, context)
+    MARIONETTE_PT_generate.draw(panel, context)
     return drawn
 
 
 def case_engine_settings_follow_the_declaration(tmp, port, token_file):
     import bpy
-    from bl_ext.user_default.marionette import engine_settings
+    from bl_ext.user_default.marionette.shared import engines as engine_settings
     from bl_ext.user_default.marionette.core.client import BackendClient
 
     scene = _demo(tmp, port, token_file, frames=4, engine="warp")

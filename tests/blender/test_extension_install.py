@@ -12,7 +12,7 @@ def case_register_cycle():
     module = "bl_ext.user_default.marionette"
     assert addon_utils.check(module)[1], "extension not enabled after install"
     assert hasattr(bpy.types.Scene, "marionette")
-    assert bpy.context.scene.marionette.pose_style == "DWPOSE"
+    assert bpy.context.scene.marionette.pose_style == "dwpose"
     assert bpy.context.scene.marionette.output_dir == "//marionette"
     for _ in range(2):
         bpy.ops.preferences.addon_disable(module=module)

@@ -25,7 +25,7 @@ def _demo_scene(tmp):
 def case_shape_keys_move_their_landmarks(tmp):
     import bpy
     import numpy as np
-    from bl_ext.user_default.marionette.face_binding import FaceSampler
+    from bl_ext.user_default.marionette.face.binding import FaceSampler
 
     scene, _rig, face = _demo_scene(tmp)
     keys = face.data.shape_keys.key_blocks
@@ -142,7 +142,7 @@ def case_bind_any_head(tmp):
     import bpy
     import numpy as np
     import scene_helpers as h
-    from bl_ext.user_default.marionette.face_binding import FaceSampler
+    from bl_ext.user_default.marionette.face.binding import FaceSampler
 
     h.new_scene()
     bpy.ops.mesh.primitive_uv_sphere_add(radius=0.1, location=(0, 0, 1.6), segments=48, ring_count=24)

@@ -20,7 +20,7 @@ def case_demo_keypoints(tmp):
 
     import bpy
     import scene_helpers as h
-    from bl_ext.user_default.marionette.control_maps import keypoints_at
+    from bl_ext.user_default.marionette.control_maps.job import keypoints_at
 
     if str(h.ROOT / "rigs") not in sys.path:
         sys.path.insert(0, str(h.ROOT / "rigs"))
@@ -41,7 +41,7 @@ MEASURE = r'''
 import json, sys
 import numpy as np
 from marionette.images import decode_image
-from marionette.jobs import people_from_openpose
+from marionette.job_inputs import people_from_openpose
 from marionette.engines.wan_animate.face_crops import FaceCropper
 
 folder, closed, opened = sys.argv[1:4]

@@ -1,6 +1,6 @@
 """Generate end to end: real Blender with the extension from its zip, a real backend process, a real
-socket. The sessions that the modal operator drives are driven here by hand where a window would be
-needed (cancel, a second Generate while one runs); everything else goes through the operators."""
+socket. The Generate jobs that the modal operator steps are stepped here by hand where a window would
+be needed (cancel, a second Generate while one runs); everything else goes through the operators."""
 
 import subprocess
 import sys
@@ -53,10 +53,15 @@ def _span(strip):
 
 
 def _session(context, auto_start=False):
-    from bl_ext.user_default.marionette import operators
-    from bl_ext.user_default.marionette.generation import GenerationSession
+    from bl_ext.user_default.marionette.generate.session import GenerateJob
+    from bl_ext.user_default.marionette.preferences import backend_settings
 
-    return GenerationSession(context, operators.backend_settings(context), 4096, auto_start=auto_start)
+    return GenerateJob(context, backend_settings(context), 4096, auto_start=auto_start)
+
+
+def _step(session) -> bool:
+    """One slice of the job, as the modal operator's timer gives it."""
+    return session.step(0.05)
 
 
 def case_generate_streams_every_frame(tmp):
@@ -106,10 +111,10 @@ def case_cancel_midway(tmp):
     try:
         scene = _setup(tmp, frames=96, port=port)
         session = _session(bpy.context)
-        while session.pump() and session.received < 5:
+        while _step(session) and session.received < 5:
             time.sleep(0.01)
         session.cancel()
-        while session.pump():
+        while _step(session):
             time.sleep(0.01)
         kept = sorted(p.name for p in (Path(tmp) / "marionette" / "frames").iterdir())
         strip = _strip(scene, "Marionette frames")
@@ -136,11 +141,11 @@ def case_backend_killed_then_resume(tmp):
     process, port = _start_backend(tmp)
     scene = _setup(tmp, frames=96, port=port)
     session = _session(bpy.context)
-    while session.pump() and session.received < 8:
+    while _step(session) and session.received < 8:
         time.sleep(0.01)
     process.kill()  # the backend dies mid-job
     process.wait()
-    while session.pump():
+    while _step(session):
         time.sleep(0.01)
     failure = session.result
     kept = len(list((Path(tmp) / "marionette" / "frames").glob("*.png")))
@@ -174,7 +179,7 @@ def case_refusals(tmp):
     import time
 
     import bpy
-    from bl_ext.user_default.marionette import operators
+    from bl_ext.user_default.marionette.shared import run_state
 
     process, port = _start_backend(tmp)
     try:
@@ -199,14 +204,15 @@ def case_refusals(tmp):
         # A second Generate while one runs is refused; the first finishes untouched.
         prefs.port = port
         session = _session(bpy.context)
-        operators.active_session = session
+        run_state.job = session
         try:
             bpy.ops.marionette.generate()
         except RuntimeError as error:
             messages["second"] = str(error)
-        while session.pump():
+        while _step(session):
             time.sleep(0.01)
-        operators.active_session = None
+        run_state.job = None
+        session.close()
         files = sorted(p.name for p in (Path(tmp) / "marionette" / "frames").glob("*.png"))
         return {"messages": messages, "first": session.result, "files": len(files)}
     finally:
@@ -218,5 +224,5 @@ def test_wrong_token_no_backend_and_a_second_generate(tmp_path):
     messages = result["messages"]
     assert "wrong or missing token" in messages["wrong token"]
     assert "no backend at 127.0.0.1" in messages["not running"]
-    assert "A generation is running" in messages["second"]
+    assert "Marionette is busy with a generation" in messages["second"]
     assert result["first"] == "done" and result["files"] == 24

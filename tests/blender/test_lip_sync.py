@@ -42,7 +42,7 @@ def _canonical_offsets(scene, face, table):
     import bpy
     import numpy as np
     import scene_helpers as h
-    from bl_ext.user_default.marionette.face_binding import FaceSampler
+    from bl_ext.user_default.marionette.face.binding import FaceSampler
 
     data = json.loads((h.ROOT / "rigs" / "face" / "canonical_face_mesh.json").read_text())
     raw = np.array(data["vertices"]) * 0.01

@@ -88,8 +88,8 @@ def case_detection_and_overrides(tmp):
     import addon_utils
     import bpy
     import scene_helpers as h
-    from bl_ext.user_default.marionette.rig_mapping import MappingError
-    from bl_ext.user_default.marionette.rig_sampling import build_mapping, preset_for
+    from bl_ext.user_default.marionette.rig.mapping import MappingError
+    from bl_ext.user_default.marionette.rig.sampling import build_mapping, preset_for
 
     scene = h.new_scene()
     addon_utils.enable("rigify", default_set=True)

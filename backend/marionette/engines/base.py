@@ -1,4 +1,5 @@
-"""The one interface every engine implements, and the inputs of a job as engines see them."""
+"""The one interface every engine implements, the inputs of a job as engines see them, and the
+cache that keeps the model an engine loaded for the next job."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol, TypeVar
 
 import numpy as np
 
+from marionette_core import styles
 from marionette_core.keypoints import PersonKeypoints
 
 
@@ -54,12 +56,12 @@ class JobInputs:
 
 @dataclass(frozen=True)
 class EngineInput:
-    """One input an engine consumes, as the backend announces it to clients.
+    """One input an engine consumes, as the backend announces it to clients, in the words of the one
+    vocabulary (marionette_core.styles).
 
     kind: "images" (one image per frame: a track), "text", or "audio".
-    style: for images, what they show and how a client makes them: a pose-map style ("dwpose",
-        "openpose", "wan"), a face-map style ("aniportrait-face"), "rig-mask" (white where the
-        characters are), "background" (a plate), "face-crop" (512x512 crops of the face).
+    style: for images, a style of marionette_core.styles: what the images show and how a client
+        makes them (a pose-map or face-map style, "rig-mask", "background", "face-crop").
     required: a job without it is refused; an optional input the engine can do without (or make itself).
     Track images are resized to `size` (or the output size) when the engine reads them.
     """
@@ -71,6 +73,12 @@ class EngineInput:
     help: str = ""
     size: tuple[int, int] | None = None  # images: (width, height) the engine takes them at; None: the output size
     when: dict | None = None  # used only for these setting values (e.g. {"mode": "replace"}): clients skip it otherwise
+
+    def __post_init__(self):
+        if self.kind not in styles.INPUT_KINDS:
+            raise ValueError(f"input '{self.name}': kind {self.kind!r} is not one of {', '.join(styles.INPUT_KINDS)}")
+        if self.kind == styles.IMAGES:
+            styles.style(self.style)  # ValueError naming the known styles
 
     def to_json(self) -> dict:
         return {"name": self.name, "kind": self.kind, "style": self.style, "required": self.required,
@@ -129,12 +137,20 @@ class EngineInfo:
 
 
 class Engine(Protocol):
+    """What the backend needs of an engine. An engine package names its engine classes in its
+    `__init__.py` (ENGINES = {name: "module:Class"}); the backend finds them there (engines/__init__.py)."""
+
     info: EngineInfo
 
     def check(self, job: JobInputs) -> None:
         """Optional: raise EngineError for a job this engine cannot run, without loading anything
-        (weights files present, the tracks its mode needs). The server calls it at submit, so a
-        refused job is never stored."""
+        (weights files present, the tracks its mode needs, the device). The server and the CLI
+        call it before anything runs, so a refused job is never stored."""
+        ...
+
+    def check_weights(self, folder: str) -> str | None:
+        """Optional, for engines that need weights: raise EngineError naming what the folder lacks;
+        may return a note on what it holds (`marionette engines --weights DIR`)."""
         ...
 
     def render(self, job: JobInputs, start: int, stop: threading.Event) -> Iterator[tuple[int, np.ndarray]]:
@@ -145,3 +161,33 @@ class Engine(Protocol):
         Return early when `stop` is set.
         """
         ...
+
+
+Model = TypeVar("Model")
+
+
+class ModelCache:
+    """The one loaded model of a kind, kept for the next job: asking for the same key (weights folder,
+    variant, device, dtype...) gives the same model; another key frees the old model first, so two
+    models never sit in memory together."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._key = None
+        self._model = None
+
+    def get(self, key, load: Callable[[], Model]) -> Model:
+        with self._lock:
+            if self._model is None or self._key != key:
+                self._key = self._model = None  # free the previous model before loading the next
+                self._model = load()
+                self._key = key
+            return self._model
+
+    def clear(self) -> None:
+        with self._lock:
+            self._key = self._model = None
+
+
+# The engines run one job at a time: one model in memory for all of them.
+ENGINE_MODELS = ModelCache()

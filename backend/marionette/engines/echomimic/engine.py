@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import torch
 
-from ..base import EngineError, EngineInfo, EngineInput, JobInputs
-from ..devices import default_device, device_and_dtype
-from .checkpoints import check_folder, load_networks
+from ...models.devices import DEVICE_SETTINGS, default_device, device_and_dtype
+from ..base import ENGINE_MODELS, EngineError, EngineInfo, EngineInput, JobInputs
+from .weights import check_folder, load_networks
 from .face_mask import face_box_mask, face_mask_from_landmarks
 from .pipeline import DEFAULT_SEED, EchoMimicPipeline
 
@@ -51,19 +50,28 @@ class EchoMimicEngine:
             "face_box": {"type": "str", "default": "",
                          "help": "audio mode: x0,y0,x1,y1 in output pixels (default: from the reference pose's "
                                  "face landmarks)"},
-            "device": {"type": "str", "default": None, "help": "cuda or cpu (default: cuda when present)"},
+            **DEVICE_SETTINGS,
             "dtype": {"type": "str", "default": None, "help": "float16 (default on CUDA), bfloat16 or float32"},
         })
 
-    def __init__(self):
-        self._loaded: dict[tuple, EchoMimicPipeline] = {}
+    def check_weights(self, folder: str) -> str:
+        """Which of the release's four variants the folder holds whole; EngineError when none."""
+        usable, errors = [], []
+        for mode in ("audio", "pose"):
+            for accelerated in (False, True):
+                try:
+                    check_folder(folder, mode, accelerated)
+                    usable.append(f"{mode}{' accelerated' if accelerated else ''}")
+                except EngineError as error:
+                    errors.append(error)
+        if not usable:
+            raise errors[0]
+        return "variants: " + ", ".join(usable)
 
-    def pipeline(self, weights: str, mode: str, accelerated: bool, device: str, dtype: torch.dtype):
-        key = (str(Path(weights).resolve()), mode, accelerated, device, dtype)
-        if key not in self._loaded:
-            self._loaded.clear()
-            self._loaded[key] = EchoMimicPipeline(load_networks(weights, mode, accelerated), device, dtype)
-        return self._loaded[key]
+    def pipeline(self, weights: str, mode: str, accelerated: bool, device: str, dtype) -> EchoMimicPipeline:
+        key = ("echomimic", str(Path(weights).resolve()), mode, accelerated, device, dtype)
+        return ENGINE_MODELS.get(key, lambda: EchoMimicPipeline(load_networks(weights, mode, accelerated), device,
+                                                                dtype))
 
     def check(self, job: JobInputs) -> None:
         """EngineError naming what makes the job impossible, found without loading anything, so the

@@ -1,4 +1,4 @@
-"""EchoMimic v1's networks, built from the animate-anyone engine's parts.
+"""EchoMimic v1's networks, built from the shared Moore-lineage UNets (marionette.models).
 
 EchoMimic (antgroup/echomimic) is the Moore-AnimateAnyone design with audio in place of the image
 embedding: the same ReferenceNet (its transformer blocks without cross-attention), the same
@@ -16,7 +16,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNetMotionModel
 from diffusers.models.controlnets.controlnet import ControlNetConditioningEmbedding
 
-from ..animate_anyone.models import build_denoising_unet, build_pose_guider, build_reference_unet
+from ...models.unets import build_denoising_unet, build_pose_guider, build_reference_unet
 from .audio_features import WhisperAudioEncoder
 
 MODES = ("audio", "pose")  # audio + a face-box mask, or audio + face landmark maps per frame

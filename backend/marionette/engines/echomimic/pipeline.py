@@ -45,9 +45,11 @@ from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 
 from ...images import resize_to
-from ..animate_anyone.models import LATENT_SCALE
-from ..animate_anyone.pipeline import AddedFeatures, decode_to_images, encode_reference, guide
-from ..animate_anyone.reference_attention import ReferenceBank, install
+from ...models.denoising import AddedFeatures, decode_to_images, encode_reference, guide
+from ...models.reference_attention import ReferenceBank, install
+from ...models.unets import LATENT_SCALE
+from ...models.windows import closed_loop_windows, shifted_windows
+from .audio_features import whisper_features
 from .models import AUDIO_ATTENTION_SCALE, MODES, EchoMimicNetworks
 
 CONTEXT_FRAMES = 12
@@ -59,22 +61,6 @@ DEFAULT_GUIDANCE = {False: 2.5, True: 1.0}
 DEFAULT_SEED = 420  # the release's default
 BANK_DTYPE = torch.float16
 FACE_LOCATOR_BATCH = 16
-
-
-def context_windows(frames: int, context: int = CONTEXT_FRAMES, overlap: int = CONTEXT_OVERLAP) -> list[list[int]]:
-    """The release's closed-loop windows: starts 0, context - overlap, ... below `frames`, each
-    `context` consecutive frames wrapping past the end to the start; all frames in one window when
-    there are no more than `context`."""
-    if frames <= context:
-        return [list(range(frames))]
-    stride = max(1, context - overlap)
-    return [[index % frames for index in range(start, start + context)] for start in range(0, frames, stride)]
-
-
-def shifted_windows(windows: list[list[int]], step: int, shift: int, frames: int) -> list[list[int]]:
-    """The windows of denoising step `step` (0-based): every frame index moved by step * shift, mod
-    frames, order kept."""
-    return [[(index + step * shift) % frames for index in window] for window in windows]
 
 
 def velocity_round_trip(prediction: torch.Tensor, sample: torch.Tensor, alphas_cumprod: torch.Tensor,
@@ -116,8 +102,6 @@ class EchoMimicPipeline:
     def audio_features(self, audio16k: np.ndarray, fps: float, frames: int) -> np.ndarray:
         """(frames, 50, width) features of the clip for this pipeline's audio encoder, computed on
         its device in float16 on a GPU and float32 on a CPU, as the release runs Whisper."""
-        from .audio_features import whisper_features
-
         return whisper_features(self.networks.audio_encoder, audio16k, fps, frames, self.device)
 
     @torch.no_grad()
@@ -168,7 +152,7 @@ class EchoMimicPipeline:
             latents = torch.clamp(latents, -NOISE_CLAMP[self.mode], NOISE_CLAMP[self.mode])
         latents = latents * scheduler.init_noise_sigma
 
-        windows = context_windows(frames, context, overlap)
+        windows = closed_loop_windows(frames, context, overlap)
         halves = 2 if guided else 1
         for step, timestep in enumerate(scheduler.timesteps):
             prediction = torch.zeros((halves,) + latents.shape[1:], device=device, dtype=dtype)

@@ -15,11 +15,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..base import EngineError, EngineInfo, EngineInput, JobInputs
-from ..devices import default_device, device_and_dtype
+from ...models.devices import DEVICE_SETTINGS, default_device, device_and_dtype
+from ..base import ENGINE_MODELS, EngineError, EngineInfo, EngineInput, JobInputs
 from .face_crops import face_crops
-from .generation import CARRY_CHOICES, DEFAULT_PROMPT, MODES, SIZE_MULTIPLE, generate_segments, plan_segments
-from .loading import check_offload, check_weights_folder, load_pipeline
+from .pipeline import CARRY_CHOICES, DEFAULT_PROMPT, MODES, SIZE_MULTIPLE, generate_segments, plan_segments
+from .weights import check_offload, check_weights_folder, load_pipeline
 
 def _offload(settings: dict) -> str | None:
     return None if settings.get("offload") in (None, "none") else settings["offload"]
@@ -60,20 +60,17 @@ class WanAnimateEngine:
             "offload": {"type": "choice", "default": "none", "choices": ["none", "model", "group"],
                         "help": "GPU memory: none (fastest, about 60 GB), model (whole models move to the GPU "
                                 "in turn), group (blocks stream to the GPU: fits 24 GB cards, slowest)"},
-            "device": {"type": "str", "default": None, "help": "cuda or cpu (default: cuda when present)"},
+            **DEVICE_SETTINGS,
             "dtype": {"type": "str", "default": None,
                       "help": "bfloat16 (default on CUDA), float16 or float32; the VAE stays float32"},
         })
 
-    def __init__(self):
-        self._loaded: dict[tuple, object] = {}  # one pipeline in memory, kept for the next job
+    def check_weights(self, folder: str) -> None:
+        check_weights_folder(folder)
 
     def pipeline(self, weights: str, device: str, dtype: torch.dtype | None, offload: str | None):
-        key = (str(Path(weights).resolve()), device, dtype, offload)
-        if key not in self._loaded:
-            self._loaded.clear()
-            self._loaded[key] = load_pipeline(weights, device, dtype, offload)
-        return self._loaded[key]
+        key = ("wan-animate", str(Path(weights).resolve()), device, dtype, offload)
+        return ENGINE_MODELS.get(key, lambda: load_pipeline(weights, device, dtype, offload))
 
     def check(self, job: JobInputs) -> None:
         """EngineError naming what makes the job impossible, found without loading anything, so the

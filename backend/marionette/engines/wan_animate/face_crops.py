@@ -28,8 +28,8 @@ from marionette_core.face import ibug68
 from marionette_core.face import wan_face_box as face_box
 from marionette_core.keypoints import BODY_18, PersonKeypoints
 
-from ..warp import WarpRig
-from .loading import WanAnimateError
+from ...warping.rig import WarpRig
+from .weights import WanAnimateError
 
 FACE_CROP_SIZE = 512  # pixels, square: what the motion encoder takes
 FACE_68_KEY = "face_keypoints_2d"

@@ -1,0 +1,11 @@
+"""The Backend panel: where the backend is (Preferences), and Test, Start and Stop.
+
+    backend.py     the connection and a local backend process (no bpy)
+    operators.py   Test Connection, Start and Stop Local Backend
+    panel.py       the panel
+"""
+
+from . import operators, panel
+from ..shared.registration import module_registration
+
+register, unregister = module_registration(operators, panel)

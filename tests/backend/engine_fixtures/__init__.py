@@ -1,0 +1,1 @@
+"""Engine packages for the discovery tests (not the backend's own)."""
