@@ -9,6 +9,8 @@ engine in the backend needs nothing here.
 
 from __future__ import annotations
 
+import os
+
 import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
@@ -124,7 +126,7 @@ def absolute_paths(engine: dict, values: dict) -> dict:
         if value.startswith("//") and not bpy.data.filepath:
             raise EngineSettingError(f"the {engine['name']} setting '{name}' is {value}, relative to the .blend file, "
                                      f"which is not saved yet; save it or give an absolute folder")
-        result[name] = bpy.path.abspath(value)
+        result[name] = os.path.normpath(bpy.path.abspath(value))
     return result
 
 

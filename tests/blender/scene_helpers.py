@@ -143,3 +143,31 @@ def strip(scene, name):
 def strip_span(strip) -> list:
     """[first scene frame shown, number of frames shown] of a strip."""
     return [compat().strip_left_handle(strip), compat().strip_duration(strip)]
+
+
+class RecordingLayout:
+    """A stand-in for a panel layout that records what is drawn (the panel logic, headless)."""
+
+    def __init__(self, drawn):
+        self.drawn = drawn
+
+    def row(self, **_kwargs):
+        return self
+
+    column = box = row
+
+    def label(self, text="", **_kwargs):
+        self.drawn.append(["label", text])
+
+    def prop(self, data, name, text=None, **_kwargs):
+        self.drawn.append(["prop", getattr(data, "name", ""), name, text])
+
+    def prop_search(self, data, name, *_args, **_kwargs):
+        self.drawn.append(["prop_search", name])
+
+    def operator(self, idname, **_kwargs):
+        self.drawn.append(["operator", idname])
+        return type("Properties", (), {})()
+
+    def __getattr__(self, name):  # template_ID, progress...: drawn, not checked here
+        return lambda *args, **kwargs: None

@@ -183,11 +183,25 @@ def case_wan_animate_streams_frames_and_face_crops(tmp, port, token_file, store,
     job = _job(store, scene)
     sent_pose = Path(job["folder"]) / "inputs" / "tracks" / "pose" / "000000.png"
     crops = Path(tmp) / "marionette" / "face_crops"
-    return {"outcome": outcome, "frames": _names(Path(tmp) / "marionette" / "frames"),
+    crops_strip = _strip_info(scene, "Marionette face_crops")
+
+    # Again with crops Blender renders (the engine then returns none) and a weights folder relative to
+    # the saved .blend: the earlier job's crops strip goes, and the backend gets an absolute folder.
+    import bpy
+
+    bpy.ops.wm.save_as_mainfile(filepath=str(Path(tmp) / "shot.blend"))
+    scene = bpy.context.scene
+    _set(scene, "wan-animate", weights=bpy.path.relpath(weights))
+    scene.marionette.face_crops_source = "RENDER"
+    again = {"outcome": _generate(), "relative": scene.marionette.engine_settings["wan-animate/weights"].path_value}
+    second = _job(store, scene)
+    again.update(weights=second["spec"]["settings"]["weights"], tracks=second["tracks"],
+                 crops_strip=_strip_info(scene, "Marionette face_crops"))
+    return {"outcome": outcome, "again": again, "frames": _names(Path(tmp) / "marionette" / "frames"),
             "frame_size": _png_size(Path(tmp) / "marionette" / "frames" / "000001.png"),
             "strip": _strip_info(scene, "Marionette frames"), "crops": _names(crops),
             "crop_sizes": sorted({tuple(_png_size(p)) for p in crops.glob("*.png")}),
-            "crops_strip": _strip_info(scene, "Marionette face_crops"), "crops_dir": str(crops.resolve()),
+            "crops_strip": crops_strip, "crops_dir": str(crops.resolve()),
             "pose": pose, "stick": wan_stick_width(*SIZE),
             "sent_pose_is_drawn": sent_pose.read_bytes() ==
             (Path(tmp) / "marionette" / "control" / "pose" / "000001.png").read_bytes(),
@@ -218,6 +232,10 @@ def test_wan_animate_streams_frames_and_face_crops_into_strips(tmp_path, backend
     assert (settings["segment"], settings["carry"], settings["steps"], settings["mode"]) == (5, 1, 2, "animate")
     assert Path(settings["weights"]) == Path(weights["wan-animate"])
     assert result["tracks"].get("pose") == 6 and "face_crops" not in result["tracks"]
+    again = result["again"]
+    assert again["outcome"] == ["FINISHED"], again["outcome"]
+    assert again["relative"].startswith("//") and Path(again["weights"]) == Path(weights["wan-animate"])
+    assert again["tracks"].get("face_crops") == 6 and again["crops_strip"] is None
 
 
 def _write_plate(folder, frames, size):
@@ -458,42 +476,15 @@ def test_lip_sync_asks_the_backend_and_keys_every_frame_of_the_strip(tmp_path, b
     assert high - low > 1e-3  # the random tiny model moves the mouth: the keys are not one constant
 
 
-class _Layout:
-    """A stand-in for a panel layout that records what is drawn (the panel logic, headless)."""
-
-    def __init__(self, drawn):
-        self.drawn = drawn
-
-    def row(self, **_kwargs):
-        return self
-
-    column = box = row
-
-    def label(self, text="", **_kwargs):
-        self.drawn.append(["label", text])
-
-    def prop(self, data, name, text=None, **_kwargs):
-        self.drawn.append(["prop", getattr(data, "name", ""), name, text])
-
-    def prop_search(self, data, name, *_args, **_kwargs):
-        self.drawn.append(["prop_search", name])
-
-    def operator(self, idname, **_kwargs):
-        self.drawn.append(["operator", idname])
-        return type("Properties", (), {})()
-
-    def __getattr__(self, name):  # template_ID, progress...: drawn, not checked here
-        return lambda *args, **kwargs: None
-
-
 def _generate_panel(engine):
     """What the Generate panel draws for `engine`."""
     import bpy
+    import scene_helpers as h
     from bl_ext.user_default.marionette.generate.panel import MARIONETTE_PT_generate
 
     bpy.context.scene.marionette.engine = engine
     drawn = []
-    panel = type("Panel", (), {"layout": _Layout(drawn)})()
+    panel = type("Panel", (), {"layout": h.RecordingLayout(drawn)})()
     context = type("Context", (), {"scene": bpy.context.scene, "window_manager": bpy.context.window_manager})()
     MARIONETTE_PT_generate.draw(panel, context)
     return drawn
@@ -501,8 +492,9 @@ def _generate_panel(engine):
 
 def case_engine_settings_follow_the_declaration(tmp, port, token_file):
     import bpy
-    from bl_ext.user_default.marionette.shared import engines as engine_settings
+    import scene_helpers as h
     from bl_ext.user_default.marionette.core.client import BackendClient
+    from bl_ext.user_default.marionette.shared import engines as engine_settings
 
     scene = _demo(tmp, port, token_file, frames=4, engine="warp")
     with BackendClient("127.0.0.1", port, Path(token_file).read_text().strip(), timeout=10) as client:
@@ -511,7 +503,7 @@ def case_engine_settings_follow_the_declaration(tmp, port, token_file):
              for item in scene.marionette.engine_settings}
     settings_for = {name: engine_settings.settings_for(scene, name) for name in declared}
     drawn = []
-    engine_settings.draw(_Layout(drawn), scene, "wan-animate")
+    engine_settings.draw(h.RecordingLayout(drawn), scene, "wan-animate")
     panels = {engine: _generate_panel(engine) for engine in ("wan-animate", "echomimic", "warp")}
     scene.marionette.engine = "warp"
 
@@ -522,6 +514,9 @@ def case_engine_settings_follow_the_declaration(tmp, port, token_file):
         refused = None
     except TypeError as error:
         refused = str(error)
+    scene.marionette.engine = "wan-animate"
+    unsaved = _generate(settings=json.dumps({"weights": "//weights"}))  # relative to a .blend not saved yet
+    scene.marionette.engine = "warp"
     bpy.ops.wm.save_as_mainfile(filepath=str(Path(tmp) / "settings.blend"))
     bpy.ops.wm.open_mainfile(filepath=str(Path(tmp) / "settings.blend"))
     scene = bpy.context.scene
@@ -534,8 +529,11 @@ def case_engine_settings_follow_the_declaration(tmp, port, token_file):
               "list": _generate(settings="[1]")}
     maps_written = _names(Path(tmp) / "marionette" / "control")
     errors["wrong type"] = _generate(settings=json.dumps({"weights": "/nowhere", "steps": "many"}))
+    # Relative to the saved .blend: the backend is sent (and names) the absolute folder.
+    errors["relative"] = _generate(settings=json.dumps({"weights": "//weights", "mode": "animate"}))
+    errors["relative folder"] = str(Path(bpy.data.filepath).parent / "weights")
     return {"declared": declared, "items": items, "settings_for": settings_for, "drawn": drawn, "panels": panels,
-            "replace": reloaded, "reconnected": reconnected, "refused": refused, "errors": errors,
+            "replace": reloaded, "reconnected": reconnected, "refused": refused, "errors": {**errors, "unsaved": unsaved},
             "maps_written": maps_written}
 
 
@@ -578,6 +576,8 @@ def test_engine_settings_are_the_declared_ones_and_the_json_override_is_checked(
     assert "must be a JSON object" in errors["not json"] and "must be a JSON object" in errors["list"], errors
     assert not result["maps_written"]  # refused before any control map is drawn
     assert "'steps' must be of type int" in errors["wrong type"], errors["wrong type"]
+    assert f"{errors['relative folder']} does not exist" in errors["relative"], errors["relative"]
+    assert "setting 'weights' is //weights, relative to the .blend file, which is not saved yet" in errors["unsaved"]
 
 
 def case_wan_animate_with_face_crops_rendered_in_blender(tmp, port, token_file, store, weights):
