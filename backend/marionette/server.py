@@ -1,15 +1,9 @@
 """`marionette serve`: the protocol over TCP (spec: docs/PROTOCOL.md).
 
-One asyncio loop serves every connection; jobs run on a worker thread (job_runner.py). Bad input is
-answered with an error message and, if the byte stream cannot be trusted any more, the connection is
-closed; the server carries on.
-
-Memory is bounded before anyone is trusted and after: a connection that has not shown the token
-may send one small hello and nothing else (a first message that declares more is refused from its
-12-byte fixed header, before any of it is read); such connections are capped in number (a newcomer
-past the cap drops the oldest one) and each has a handshake timeout. Once authenticated, every
-message larger than `small_message` must fit, from its declared size, in one in-flight budget
-shared by all connections (else a `busy` error), and a message that stalls is dropped.
+One asyncio loop serves every connection; jobs run on a worker thread (job_runner.py). What a
+connection may make the server hold, before the token is checked and after, is receiving.py's
+business. Bad input is answered with an error message and, if the byte stream cannot be trusted any
+more, the connection is closed; the server carries on.
 """
 
 from __future__ import annotations
@@ -17,65 +11,21 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 
-from marionette_core.protocol import (PROTOCOL_VERSION, FIXED_HEADER, Message, MessageDecoder, ProtocolError,
-                                      encode_message, error_message)
+from marionette_core.protocol import PROTOCOL_VERSION, Message, ProtocolError, encode_message, error_message
 
 from . import __version__
 from .engines import EngineError, EngineRegistry
-from .job_inputs import JobError, LimitError, Limits, check_images, check_track_name, prepare_inputs, validate_job
+from .job_inputs import JobError, LimitError, check_images, check_track_name, prepare_inputs, validate_job
 from .job_runner import JobRunner
 from .jobs import JobStore, UnknownJobError
-from .lip_sync import handle_lip_sync
+from .lip_sync.service import handle_lip_sync
+from .receiving import Busy, Receiver, ServerLimits
 
 log = logging.getLogger("marionette.server")
 
 HANDSHAKE_TIMEOUT = 10.0
-READ_CHUNK = 1 << 20
-MiB = 1 << 20
-
-
-@dataclass
-class ServerLimits(Limits):
-    """The job limits, and what the server receives at once."""
-    max_json: int = 4 * MiB
-    max_payload: int = 256 * MiB
-    in_flight: int = 1024 * MiB  # bytes of messages being received, all connections together
-    small_message: int = 64 * 1024  # a message no larger than this never waits for the in-flight budget
-    hello_bytes: int = 64 * 1024  # the most a connection may send before its handshake succeeds
-    max_strangers: int = 32  # connections that have not completed the handshake
-    max_connections: int = 256
-    stalled_message: float = 60.0  # seconds without a byte in the middle of a message
-    decoding_jobs: int = 2  # submits whose images are decoded at once; the others wait their turn
-
-    def to_json(self) -> dict:
-        return {**super().to_json(), "max_json_bytes": self.max_json, "max_payload_bytes": self.max_payload,
-                "in_flight_bytes": self.in_flight}
-
-
-class Busy(Exception):
-    """The server holds as much as it may at once; the client should try again shortly."""
-
-
-class InFlightBudget:
-    """Bytes of messages being received across connections, reserved from their declared sizes
-    before any of their bodies is read."""
-
-    def __init__(self, total: int):
-        self.total, self.used = total, 0
-
-    def reserve(self, size: int) -> None:
-        if self.used + size > self.total:
-            raise Busy(f"the backend is receiving {self.used / MiB:.0f} MiB from other clients and may hold "
-                       f"{self.total / MiB:.0f} MiB at once; a message of {size / MiB:.1f} MiB waits: try again "
-                       f"shortly")
-        self.used += size
-
-    def release(self, size: int) -> None:
-        self.used -= size
 
 
 class Server:
@@ -86,9 +36,8 @@ class Server:
         self.engines = engines or EngineRegistry()
         self.limits = limits or ServerLimits()
         self.runner = JobRunner(store, self.engines, self.limits)
-        self.budget = InFlightBudget(self.limits.in_flight)
+        self.receiver = Receiver(self.limits)
         self.connections = 0
-        self._strangers: OrderedDict[int, asyncio.StreamWriter] = OrderedDict()  # not yet authenticated
         self._decoding = asyncio.Semaphore(self.limits.decoding_jobs)
         self._server: asyncio.base_events.Server | None = None
 
@@ -122,25 +71,26 @@ class Server:
                 await writer.drain()
 
         if self.connections >= self.limits.max_connections:
-            await self._refuse(send, writer, "busy", f"the backend serves {self.connections} connections, its "
-                                                     f"limit; close other clients or try again shortly")
+            await self._try_send(send, error_message("busy", f"the backend serves {self.connections} connections, "
+                                                             f"its limit; close other clients or try again shortly"))
+            writer.close()
             return
         self.connections += 1
-        self._admit_stranger(writer)
+        self.receiver.admit(writer)
         try:
-            hello = await asyncio.wait_for(self._read_hello(reader), HANDSHAKE_TIMEOUT)
+            hello = await asyncio.wait_for(self.receiver.read_hello(reader), HANDSHAKE_TIMEOUT)
             if hello is None or not await self._handshake(hello, send):
                 return
-            self._strangers.pop(id(writer), None)
-            decoder = MessageDecoder(self.limits.max_json, self.limits.max_payload)
+            self.receiver.forget(writer)
+            decoder = self.receiver.decoder()
             while True:
-                message, reserved = await self._read(reader, decoder)
+                message, reserved = await self.receiver.read(reader, decoder)
                 if message is None:
                     return
                 try:
                     await self._handle(message, send, streams)
                 finally:
-                    self.budget.release(reserved)
+                    self.receiver.budget.release(reserved)
                     del message  # its attachments go now, not when the next message arrives
         except ProtocolError as error:
             await self._try_send(send, error_message(error.code, str(error)))
@@ -157,60 +107,9 @@ class Server:
         finally:
             for task in streams.values():
                 task.cancel()
-            self._strangers.pop(id(writer), None)
+            self.receiver.forget(writer)
             self.connections -= 1
             writer.close()
-
-    def _admit_stranger(self, writer: asyncio.StreamWriter) -> None:
-        """Count a connection that has not shown the token yet; past the cap the oldest such one is
-        dropped, so idle strangers cannot lock real clients out (a real hello takes milliseconds)."""
-        while len(self._strangers) >= self.limits.max_strangers:
-            _key, oldest = self._strangers.popitem(last=False)
-            oldest.close()
-        self._strangers[id(writer)] = writer
-
-    async def _refuse(self, send, writer, code: str, text: str) -> None:
-        await self._try_send(send, error_message(code, text))
-        writer.close()
-
-    async def _read_hello(self, reader: asyncio.StreamReader) -> Message | None:
-        """The first message, at most `hello_bytes` with no attachments: its fixed header is read
-        alone, and a larger declaration is refused before anything more is read."""
-        decoder = MessageDecoder(self.limits.hello_bytes - FIXED_HEADER.size, 0)
-        try:
-            message, _reserved = await self._read(reader, decoder, stranger=True)
-        except ProtocolError as error:
-            if error.code != "too_large":
-                raise
-            raise ProtocolError("too_large", f"the first message must be a 'hello' of at most "
-                                             f"{self.limits.hello_bytes} bytes without attachments ({error}); "
-                                             f"nothing more is read before the token is checked") from None
-        return message
-
-    async def _read(self, reader: asyncio.StreamReader, decoder: MessageDecoder,
-                    stranger: bool = False) -> tuple[Message | None, int]:
-        """The next message and the in-flight bytes reserved for it (release them when done). Reads
-        exactly what the message needs, so nothing of the next one is buffered; a large message
-        reserves its declared size from the budget before its body is read."""
-        reserved = 0
-        try:
-            while True:
-                message = decoder.next_message()
-                if message is not None:
-                    return message, reserved
-                size = decoder.pending_size
-                if size is not None and not reserved and not stranger and size > self.limits.small_message:
-                    self.budget.reserve(size)
-                    reserved = size
-                read = reader.read(min(READ_CHUNK, decoder.needed()))
-                chunk = await (asyncio.wait_for(read, self.limits.stalled_message) if decoder.buffered else read)
-                if not chunk:
-                    self.budget.release(reserved)
-                    return None, 0
-                decoder.feed(chunk)
-        except BaseException:
-            self.budget.release(reserved)
-            raise
 
     @staticmethod
     async def _try_send(send, header: dict) -> None:
@@ -244,7 +143,7 @@ class Server:
         kind, header = message.type, message.header
         try:
             if kind == "ping":
-                await send({"type": "pong", "id": header.get("id"), "in_flight_bytes": self.budget.used,
+                await send({"type": "pong", "id": header.get("id"), "in_flight_bytes": self.receiver.budget.used,
                             "connections": self.connections})
             elif kind == "submit":
                 job_id, width, height = await self._submit(message)

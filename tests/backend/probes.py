@@ -69,14 +69,19 @@ def _send_slowly(flood: Flood, live: list[socket.socket], amount: int, chunk: in
                 flood.refused += 1
 
 
-def strangers(port: int, connections: int, declared: int, send: int, wait: float = 5.0) -> Flood:
-    """Connections that never show the token, each opening with a message of `declared` payload
-    bytes and sending `send` bytes of it."""
+def _flood(port: int, connections: int, declared: int, send: int, wait: float, token: str | None) -> Flood:
+    """`connections` connections, each (after the handshake, with a token) declaring a message of
+    `declared` payload bytes and then sending `send` bytes of it; the server's answers kept."""
     flood, live = Flood(), []
     for _ in range(connections):
         sock = _connect(port)
         flood.sockets.append(sock)
-        _declare(sock, declared, "hello")
+        if token is not None:
+            for buffer in encode_message({"type": "hello", "version": PROTOCOL_VERSION, "token": token}):
+                sock.sendall(buffer)
+            welcome = recv_message(sock, MessageDecoder())
+            assert welcome is not None and welcome.type == "welcome", welcome
+        _declare(sock, declared, "hello" if token is None else "submit")
         answer = _answer(sock, wait)
         if answer is None:
             live.append(sock)
@@ -85,25 +90,15 @@ def strangers(port: int, connections: int, declared: int, send: int, wait: float
             flood.refused += 1
     _send_slowly(flood, live, send)
     return flood
+
+
+def strangers(port: int, connections: int, declared: int, send: int, wait: float = 5.0) -> Flood:
+    """Connections that never show the token, each opening with a message of `declared` payload
+    bytes and sending `send` bytes of it."""
+    return _flood(port, connections, declared, send, wait, token=None)
 
 
 def members(port: int, token: str, connections: int, declared: int, send: int, wait: float = 2.0) -> Flood:
     """Connections that show the token, then each declare a submit of `declared` payload bytes and
     send `send` bytes of it."""
-    flood, live = Flood(), []
-    for _ in range(connections):
-        sock = _connect(port)
-        flood.sockets.append(sock)
-        for buffer in encode_message({"type": "hello", "version": PROTOCOL_VERSION, "token": token}):
-            sock.sendall(buffer)
-        welcome = recv_message(sock, MessageDecoder())
-        assert welcome is not None and welcome.type == "welcome", welcome
-        _declare(sock, declared, "submit")
-        answer = _answer(sock, wait)
-        if answer is None:
-            live.append(sock)
-        else:
-            flood.answers.append(answer)
-            flood.refused += 1
-    _send_slowly(flood, live, send)
-    return flood
+    return _flood(port, connections, declared, send, wait, token=token)

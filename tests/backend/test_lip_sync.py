@@ -4,6 +4,7 @@ reader, the `marionette lip-sync` command and the server's answer."""
 import asyncio
 import io
 import math
+import sys
 import wave
 from pathlib import Path
 
@@ -16,8 +17,10 @@ av = pytest.importorskip("av")
 
 from marionette import cli
 from marionette.audio import AudioError, load_audio
-from marionette.lip_sync import (LipSyncError, answer_lip_sync, audio2mesh_forward, canonical_to_blender, frame_count,
-                                 handle_lip_sync, load_audio2mesh, normalise, predict_offsets)
+from marionette.lip_sync import LipSyncError
+from marionette.lip_sync.model import audio2mesh_forward, canonical_to_blender, frame_count, normalise
+from marionette.lip_sync.service import answer_lip_sync, handle_lip_sync, predict_offsets
+from marionette.lip_sync.weights import load_audio2mesh
 from marionette_core import lip_sync_offsets as reader  # the one offsets format, the extension's too
 from marionette_core.protocol import Message
 
@@ -181,7 +184,7 @@ def test_missing_files_are_named(model, tmp_path):
 def test_the_built_in_encoder_config_is_wav2vec2_base():
     from transformers import Wav2Vec2Config
 
-    from marionette.lip_sync import WAV2VEC2_BASE_960H
+    from marionette.lip_sync.model import WAV2VEC2_BASE_960H
 
     config = Wav2Vec2Config(**WAV2VEC2_BASE_960H)
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (768, 12, 12)
@@ -310,3 +313,19 @@ def test_the_async_handler_sends_the_answer_or_an_error(release):
 
 def test_canonical_axes_to_blender():
     assert np.allclose(canonical_to_blender(np.array([[1.0, 2.0, 3.0]])), [[0.01, -0.03, 0.02]])
+
+
+def test_without_transformers_lip_sync_names_the_package(tmp_path):
+    """A backend without the diffusion extra still serves; lip sync says what it needs."""
+    import subprocess
+
+    script = ("import sys; sys.modules['transformers'] = None\n"
+              "import numpy as np\n"
+              "from marionette.lip_sync import LipSyncError\n"
+              "from marionette.lip_sync.service import predict_offsets\n"
+              "try:\n"
+              "    predict_offsets('weights', np.zeros(16000, np.float32), 24)\n"
+              "except LipSyncError as error:\n"
+              "    print(error)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert "lip sync needs the Python package 'transformers'" in result.stdout, result.stdout + result.stderr

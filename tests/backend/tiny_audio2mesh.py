@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from marionette.lip_sync import WAV2VEC2_BASE_960H
+from marionette.lip_sync.model import WAV2VEC2_BASE_960H
 
 # The released architecture (kernels, strides, norms) at toy widths.
 TINY_WAV2VEC2 = {**WAV2VEC2_BASE_960H, "conv_dim": [16] * 7, "hidden_size": 24, "num_hidden_layers": 2,
@@ -25,7 +25,7 @@ TINY_LATENT = 8
 def tiny_model(seed: int = 0):
     from transformers import Wav2Vec2Config
 
-    from marionette.lip_sync import build_audio2mesh
+    from marionette.lip_sync.model import build_audio2mesh
 
     torch.manual_seed(seed)
     model = build_audio2mesh(Wav2Vec2Config(**TINY_WAV2VEC2), TINY_LATENT)
