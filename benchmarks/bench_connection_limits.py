@@ -103,7 +103,7 @@ def main() -> int:
         probe("strangers: 4 x 250 MiB declared, 200 MiB sent", source,
               lambda port, _token: probes.strangers(port, 4, 250 * MiB, 200 * MiB)),
         probe("members: 64 x 256 MiB declared, 8 MiB sent", source,
-              lambda port, token: probes.members(port, token, 64, 256 * MiB, 8 * MiB, wait=0.3)),
+              lambda port, token: probes.members(port, token, 64, 256 * MiB, 8 * MiB)),
     ]
     print(f"backend: {label}")
     for result in results:

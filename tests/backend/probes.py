@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import select
 import socket
+import time
 from dataclasses import dataclass, field
 
 from marionette_core.protocol import FIXED_HEADER, MAGIC, PROTOCOL_VERSION, MessageDecoder, encode_message, \
@@ -35,18 +36,20 @@ def _connect(port: int) -> socket.socket:
     return sock
 
 
-def _answer(sock: socket.socket, wait: float) -> str | None:
-    """The error the server sent on this connection within `wait` seconds, or None."""
-    readable, _, _ = select.select([sock], [], [], wait)
-    if not readable:
-        return None
-    try:
-        message = recv_message(sock, MessageDecoder())
-    except (OSError, ValueError):
-        return "closed"
-    if message is None:
-        return "closed"
-    return f"{message.header.get('code')}: {message.header.get('message')}"
+def _answers(socks: list[socket.socket], wait: float) -> dict[socket.socket, str]:
+    """The errors the server sent on these connections within `wait` seconds (or "closed")."""
+    answered: dict[socket.socket, str] = {}
+    deadline = time.monotonic() + wait
+    while len(answered) < len(socks) and (left := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select([s for s in socks if s not in answered], [], [], left)
+        for sock in readable:
+            try:
+                message = recv_message(sock, MessageDecoder())
+            except (OSError, ValueError):
+                message = None
+            answered[sock] = "closed" if message is None else \
+                f"{message.header.get('code')}: {message.header.get('message')}"
+    return answered
 
 
 def _declare(sock: socket.socket, payload: int, kind: str) -> None:
@@ -71,8 +74,9 @@ def _send_slowly(flood: Flood, live: list[socket.socket], amount: int, chunk: in
 
 def _flood(port: int, connections: int, declared: int, send: int, wait: float, token: str | None) -> Flood:
     """`connections` connections, each (after the handshake, with a token) declaring a message of
-    `declared` payload bytes and then sending `send` bytes of it; the server's answers kept."""
-    flood, live = Flood(), []
+    `declared` payload bytes; then, on those the server has not answered within `wait` seconds,
+    `send` bytes of it, all of them together."""
+    flood = Flood()
     for _ in range(connections):
         sock = _connect(port)
         flood.sockets.append(sock)
@@ -82,17 +86,14 @@ def _flood(port: int, connections: int, declared: int, send: int, wait: float, t
             welcome = recv_message(sock, MessageDecoder())
             assert welcome is not None and welcome.type == "welcome", welcome
         _declare(sock, declared, "hello" if token is None else "submit")
-        answer = _answer(sock, wait)
-        if answer is None:
-            live.append(sock)
-        else:
-            flood.answers.append(answer)
-            flood.refused += 1
-    _send_slowly(flood, live, send)
+    answered = _answers(flood.sockets, wait)
+    flood.answers = list(answered.values())
+    flood.refused = len(answered)
+    _send_slowly(flood, [sock for sock in flood.sockets if sock not in answered], send)
     return flood
 
 
-def strangers(port: int, connections: int, declared: int, send: int, wait: float = 5.0) -> Flood:
+def strangers(port: int, connections: int, declared: int, send: int, wait: float = 2.0) -> Flood:
     """Connections that never show the token, each opening with a message of `declared` payload
     bytes and sending `send` bytes of it."""
     return _flood(port, connections, declared, send, wait, token=None)
