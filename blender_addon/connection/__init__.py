@@ -5,7 +5,7 @@
     panel.py       the panel
 """
 
-from . import operators, panel
 from ..shared.registration import module_registration
+from . import operators, panel
 
 register, unregister = module_registration(operators, panel)

@@ -7,7 +7,7 @@
     model/         the canonical face model (MediaPipe, Apache-2.0): the zip carries rigs/face here
 """
 
-from . import operators, panel
 from ..shared.registration import module_registration
+from . import operators, panel
 
 register, unregister = module_registration(operators, panel)

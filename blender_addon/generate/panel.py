@@ -6,9 +6,11 @@ from __future__ import annotations
 import bpy
 
 from .. import compat
+from ..core import styles
 from ..shared import engines, strips
 from ..shared.panels import SidebarPanel, draw_job_progress
 from .session import GenerateJob
+from .tracks import TEXT_INPUTS
 
 
 class MARIONETTE_PT_generate(SidebarPanel, bpy.types.Panel):
@@ -42,7 +44,7 @@ def _draw_inputs(layout, scene, engine: dict) -> None:
     """What the chosen engine is sent beyond the maps: its texts, the plate, the crops, the sound."""
     settings = scene.marionette
     inputs = {spec.get("name"): spec for spec in engine.get("inputs", [])}
-    for name in ("prompt", "negative_prompt"):
+    for name in TEXT_INPUTS:
         if name in inputs:
             layout.prop(settings, name)
     if any(spec.get("style") == "background" for spec in inputs.values()):
@@ -53,7 +55,7 @@ def _draw_inputs(layout, scene, engine: dict) -> None:
             layout.prop(settings, "background_strip")
     if any(spec.get("style") == "face-crop" for spec in inputs.values()):
         layout.prop(settings, "face_crops_source")
-    if any(spec.get("kind") == "audio" for spec in inputs.values()):
+    if any(spec.get("kind") == styles.AUDIO for spec in inputs.values()):
         _draw_sound(layout.box(), scene)
 
 

@@ -6,7 +6,7 @@
     panel.py        the panel (its override list drawn with Blender's draw_ui_list)
 """
 
-from . import panel, properties
 from ..shared.registration import module_registration
+from . import panel, properties
 
 register, unregister = module_registration(properties, panel)

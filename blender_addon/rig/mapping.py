@@ -1,6 +1,6 @@
 """Rig presets: which bone (and bone-local offset) gives each canonical keypoint.
 
-A preset (JSON in the extension's `presets/` folder, authored in rigs/presets/) names, per keypoint,
+A preset (JSON in the extension's `rig/presets/` folder, authored in rigs/presets/) names, per keypoint,
 a bone and where on it the point lies:
   "at":          fraction along the bone, 0 = head (default), 1 = tail;
   "rest_offset": [left, forward, up] added in the character's own frame, in shoulder widths

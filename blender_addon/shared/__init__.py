@@ -4,7 +4,8 @@
     run_state.py   what the panels show of a run in progress, and the backend's status line
     strips.py      Marionette's image-sequence strips in the Video Sequence Editor
     engines.py     the connected backend's engines and each engine's settings on the scene
-    panels.py      where the panels live (the sidebar's Marionette tab)
+    panels.py      where the panels live (the sidebar's Marionette tab), and what they draw alike
+    registration.py  a package's register() and unregister() from its modules
 """
 
 from . import engines
