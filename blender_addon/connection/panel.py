@@ -1,10 +1,11 @@
-"""The Backend panel: the backend's state, Test, Start and Stop, and the engines it cannot run."""
+"""The Backend panel: the backend's state (with how many of its engines it cannot run), Test, Start
+and Stop."""
 
 from __future__ import annotations
 
 import bpy
 
-from ..shared import engines, run_state
+from ..shared import run_state
 from ..shared.panels import SidebarPanel, draw_wrapped
 
 
@@ -19,7 +20,6 @@ class MARIONETTE_PT_backend(SidebarPanel, bpy.types.Panel):
         row.operator("marionette.test_connection", text="Test")
         row.operator("marionette.start_backend", text="Start")
         row.operator("marionette.stop_backend", text="Stop")
-        engines.draw_unavailable(layout)
         layout.label(text="Address, token and Python: Preferences > Add-ons", icon="PREFERENCES")
 
 

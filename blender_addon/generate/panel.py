@@ -29,6 +29,7 @@ class MARIONETTE_PT_generate(SidebarPanel, bpy.types.Panel):
             layout.prop_search(settings, "engine", context.window_manager, "marionette_engines")
         else:
             layout.prop(settings, "engine")
+        engines.draw_unavailable(layout)
         engine = engines.declared_engines.get(settings.engine)
         if engine is not None:
             _draw_inputs(layout, context.scene, engine)

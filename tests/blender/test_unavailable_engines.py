@@ -1,5 +1,6 @@
-"""A backend that cannot import `diffusers` (no diffusion extra): Blender's panels list the diffusion
-engines greyed with the reason, Generate on one of them names it, and warp still generates."""
+"""A backend that cannot import `diffusers` (no diffusion extra): the Generate panel lists the
+diffusion engines greyed with the reason under its engine list, the Backend panel counts them,
+Generate on one of them names the reason, and warp still generates."""
 
 import subprocess
 from pathlib import Path
@@ -61,9 +62,11 @@ def test_unavailable_engines_are_listed_with_the_reason(tmp_path):
         process.wait(30)
     assert result["engines"] == ["warp"]
     reason = "needs the Python package 'diffusers', which cannot be imported here"
-    unavailable = [line for line in result["backend_panel"] if reason in line]
+    assert " ".join(result["backend_panel"]).endswith("engines: warp (4 unavailable) Address, token and Python: "
+                                                      "Preferences > Add-ons"), result["backend_panel"]
+    unavailable = [line for line in result["generate_panel"] if reason in line and not line.startswith("Unavailable")]
     assert {line.split(":")[0] for line in unavailable} == {"animate-anyone", "aniportrait", "echomimic",
-                                                            "wan-animate"}, result["backend_panel"]
+                                                            "wan-animate"}, result["generate_panel"]
     assert any(line.startswith("Unavailable: " + reason) for line in result["generate_panel"]), result["generate_panel"]
     assert "cannot run the engine 'echomimic': " + reason in result["echomimic"], result["echomimic"]
     assert result["warp"] == ["FINISHED"]
