@@ -27,7 +27,7 @@ from .jobs import write_atomically
 
 SETTING_TYPES = {"int": int, "float": float, "str": str, "path": str, "choice": str}
 # Folder options, by the style of the track they give.
-STYLE_OPTIONS = {"face-crop": "face_maps", "background": "background", "rig-mask": "mask"}
+STYLE_OPTIONS = {"face-crop": "face_maps", "background": "background", "rig-mask": "mask", "driving": "driving"}
 
 
 def add_render_parser(commands, engine: Engine | None) -> None:
@@ -48,6 +48,8 @@ def add_render_parser(commands, engine: Engine | None) -> None:
                                                        "that take them make them from --poses when not given)")
     render.add_argument("--background", type=Path, help="background style: folder of background plate frames")
     render.add_argument("--mask", type=Path, help="rig-mask style: folder of masks (white = generate)")
+    render.add_argument("--driving", type=Path, help="driving style: folder of the driving video's frames (the "
+                                                     "performance), one per output frame, in name order")
     render.add_argument("--track", action="append", default=[], metavar="NAME=DIR",
                         help="any image track the engine declares, by name, e.g. --track face_crops=crops/")
     render.add_argument("--audio", type=Path,
