@@ -123,7 +123,7 @@ def run_render(args, registry: EngineRegistry) -> int:
     if args.poses and not pose_files:
         raise JobError(f"no OpenPose JSON files in {args.poses}")
     audio = _render_audio(args, info)
-    frames = _frame_count(args, tracks, pose_files, audio)
+    frames = _frame_count(args, info, tracks, pose_files, audio)
     stems = pose_files or next(iter(tracks.values()), None)
     names = [path.stem for path in stems] if stems else [f"{index:06d}" for index in range(frames)]
     try:
@@ -161,7 +161,7 @@ def _images_in(folder: Path, name: str) -> list[Path]:
     return files
 
 
-def _frame_count(args, tracks: dict, pose_files: list, audio) -> int:
+def _frame_count(args, info, tracks: dict, pose_files: list, audio) -> int:
     if args.frames is not None and args.frames < 1:
         raise JobError(f"--frames must be at least 1, not {args.frames}")
     counts = {len(files) for files in tracks.values()} | ({len(pose_files)} if pose_files else set()) \
@@ -175,7 +175,25 @@ def _frame_count(args, tracks: dict, pose_files: list, audio) -> int:
         return counts.pop()
     if audio is not None:  # the sound alone: as many frames as it lasts
         return max(1, math.ceil(len(audio) * args.fps / SAMPLE_RATE))
-    raise JobError(f"nothing to render: give --poses and the tracks engine '{args.engine}' needs")
+    needed = [_track_option(spec, info) for spec in info.inputs if spec.kind == styles.IMAGES and spec.required]
+    raise JobError(f"nothing to render: give {' and '.join(['--poses', *needed]) if needed else '--poses'} "
+                   f"(the {info.name} engine's inputs)")
+
+
+def _track_option(spec, info) -> str:
+    """The option that gives an image track: its style's (--driving, --mask, ...), --maps for the
+    engine's first drawn track, else --track NAME=DIR."""
+    option = STYLE_OPTIONS.get(spec.style)
+    if option is not None:
+        return f"{option_name(option)} DIR"
+    return "--maps DIR" if _drawn_tracks(info)[:1] == [spec.name] else f"--track {spec.name}=DIR"
+
+
+def _drawn_tracks(info) -> list[str]:
+    """The engine's image tracks of control maps drawn from keypoints (pose or face maps)."""
+    return [spec.name for spec in info.inputs if spec.kind == styles.IMAGES
+            and styles.style(spec.style).draw is not None
+            and styles.style(spec.style).folder in (styles.POSE, styles.FACE)]
 
 
 def _settings(args, info) -> dict:
@@ -233,8 +251,7 @@ def _track_folders(args, info) -> dict[str, Path]:
     tracks of their style; --track NAME=DIR any track by name."""
     folders = {}
     images = [spec for spec in info.inputs if spec.kind == styles.IMAGES]
-    drawn = [spec.name for spec in images if styles.style(spec.style).draw is not None
-             and styles.style(spec.style).folder in (styles.POSE, styles.FACE)]
+    drawn = _drawn_tracks(info)
     if args.maps is not None:
         if not drawn:
             raise JobError(f"the {info.name} engine takes no control maps; give --poses")

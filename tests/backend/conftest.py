@@ -7,6 +7,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from served import Server  # noqa: E402 (found through the line above)
+
 
 class BackendProcess:
     """`marionette serve` in its own process on a free loopback port."""
@@ -82,3 +84,11 @@ def start_backend(tmp_path):
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def server(start_backend, monkeypatch):
+    """A `marionette serve` process (served.Server). The backend runs toy models on one thread: on a shared
+    2-core machine torch's spinning worker threads otherwise fight the tests' own, for no gain."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return Server(start_backend)

@@ -62,7 +62,9 @@ def check_plan(segment: int, carry: int) -> None:
         raise WanAnimate2Error(f"segment must be 1 more than a multiple of 4 (the VAE's 4-frame steps), e.g. 81 or 77; "
                                f"not {segment}")
     if segment <= 2 * carry:  # a segment then keeps fewer new frames than the next one conditions on: the pipeline fails
-        raise WanAnimate2Error(f"segment ({segment}) must be longer than twice carry ({carry}), e.g. {4 * carry + 1}")
+        shortest = 4 * (2 * carry // 4 + 1) + 1
+        raise WanAnimate2Error(f"segment {segment} is too short for carry {carry}: a segment must be longer than twice "
+                               f"its carry; the shortest is {shortest}")
 
 
 def segment_of(frame: int, segment: int, carry: int) -> int:
