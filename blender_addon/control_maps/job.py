@@ -202,16 +202,17 @@ class ControlMapJob(Job):
         self.scene.frame_set(frame)
 
 
-def publish_strips(scene_name: str, control: Path, frame_start: int, frame_count: int) -> float | None:
-    """Show the drawn passes as strips, now or, while Blender renders or saves (when the Sequencer
-    must not be touched), shortly after from a timer."""
+def publish_strips(scene_name: str, control: Path, frame_start: int, frame_count: int,
+                   passes: tuple[str, ...] = styles.DRAWN_PASSES) -> float | None:
+    """Show the passes (the drawn ones by default) as strips, now or, while Blender renders or saves
+    (when the Sequencer must not be touched), shortly after from a timer."""
     if strips.render_or_save_running():
-        bpy.app.timers.register(lambda: publish_strips(scene_name, control, frame_start, frame_count),
+        bpy.app.timers.register(lambda: publish_strips(scene_name, control, frame_start, frame_count, passes),
                                 first_interval=0.5)
         return None
     scene = bpy.data.scenes.get(scene_name)
     if scene is not None:
-        for name in styles.DRAWN_PASSES:
+        for name in passes:
             if (control / name).is_dir():
                 strips.set_image_sequence_strip(scene, name, control / name, frame_start, frame_count)
     return None

@@ -9,6 +9,8 @@ from .. import compat
 from ..core import styles
 from ..shared import engines, strips
 from ..shared.panels import SidebarPanel, draw_job_progress
+from ..control_maps.job import armatures_to_render
+from .driving import resolve_look
 from .session import GenerateJob
 from .tracks import TEXT_INPUTS
 
@@ -56,6 +58,12 @@ def _draw_inputs(layout, scene, engine: dict) -> None:
             layout.prop(settings, "background_strip")
     if any(spec.get("style") == "face-crop" for spec in inputs.values()):
         layout.prop(settings, "face_crops_source")
+    if any(spec.get("style") == "driving" for spec in inputs.values()):
+        layout.prop(settings, "driving_look")
+        if settings.driving_look == "AUTO":
+            look = resolve_look("AUTO", armatures_to_render(scene, bpy.context))
+            layout.label(text="Renders the scene: the characters have meshes" if look == "SCENE" else
+                         "Renders a mannequin: the characters have no meshes", icon="INFO")
     if any(spec.get("kind") == styles.AUDIO for spec in inputs.values()):
         _draw_sound(layout.box(), scene)
 

@@ -6,6 +6,7 @@ import bpy
 from bpy.props import CollectionProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 
 from ..shared.engines import MARIONETTE_PG_engine_setting
+from .driving import LOOKS
 
 
 def _show_reference_in_camera(settings, context) -> None:
@@ -46,6 +47,10 @@ class GenerateSettings:
                ("RENDER", "Rendered Head", "Render the character's head in Blender (the scene camera's view of "
                                            "the face, with the scene's render engine) for each frame")],
         description="For engines driven by face crops (wan-animate): where the crops come from")
+    driving_look: EnumProperty(
+        name="Driving Look", default="AUTO", items=LOOKS,
+        description="For engines driven by a video of the performance (wan-animate-2): how Blender renders it "
+                    "through the scene camera")
     background_strip: StringProperty(
         name="Background Strip",
         description="For replace-mode engines: the VSE image-sequence or movie strip whose frames the "

@@ -143,13 +143,7 @@ class FaceCropRenderJob(FrameRenderJob):
         super().__init__(settings, "face_crops")
         self.scene, self.settings = scene, settings
         self.keypoints = settings.output_dir / "control" / "keypoints"
-        render = scene.render
-        self.saved = {name: getattr(render, name) for name in (
-            "use_border", "use_crop_to_border", "border_min_x", "border_max_x", "border_min_y", "border_max_y",
-            "resolution_percentage", "filepath", "use_sequencer", "use_compositing")}
-        self.saved_format = render.image_settings.file_format, render.image_settings.color_mode
-        self.original_frame = scene.frame_current
-        self.closed = False
+        self.borrowed = BorrowedRender(scene)
 
     def render_frame(self, frame: int, path) -> None:
         width, height = self.settings.width, self.settings.height
@@ -162,18 +156,13 @@ class FaceCropRenderJob(FrameRenderJob):
         x1, x2, y1, y2 = wan_face_box(points, width, height)
         render = self.scene.render
         render.use_border, render.use_crop_to_border = True, True
-        render.use_sequencer = render.use_compositing = False  # the camera's view, not the edit or the comp
         render.border_min_x, render.border_max_x = x1 / width, x2 / width
         render.border_min_y, render.border_max_y = 1 - y2 / height, 1 - y1 / height
         zoom = self.SIZE / max(x2 - x1, y2 - y1, 1)  # render the box at about the crop's size
-        render.resolution_percentage = max(1, min(32767, round(self.saved["resolution_percentage"] * zoom)))
-        render.image_settings.file_format, render.image_settings.color_mode = "PNG", "RGB"
+        render.resolution_percentage = max(1, min(32767, round(self.borrowed.percentage * zoom)))
         rendered = self.staging / f".render-{frame:06d}.png"
-        render.filepath = str(rendered)
-        self.scene.frame_set(frame)
         try:
-            with bpy.context.temp_override(scene=self.scene):
-                bpy.ops.render.render(write_still=True)
+            self.borrowed.render(frame, rendered)
             image = decode_png(rendered.read_bytes())[..., :3]
         except (RuntimeError, OSError, ValueError) as error:
             raise GenerationError(f"cannot render the face crop of frame {frame}: {error}") from None
@@ -181,15 +170,48 @@ class FaceCropRenderJob(FrameRenderJob):
         path.write_bytes(encode_png(resize_bilinear(np.ascontiguousarray(image), self.SIZE, self.SIZE)))
 
     def close(self) -> None:
-        if self.closed:
+        self.borrowed.restore()
+        super().close()
+
+
+class BorrowedRender:
+    """The user's scene rendering the camera's view to PNG files for a while: the edit, the
+    compositor and a render border switched off, the settings and the frame given back by restore()."""
+
+    FIELDS = ("use_border", "use_crop_to_border", "border_min_x", "border_max_x", "border_min_y", "border_max_y",
+              "resolution_percentage", "filepath", "use_sequencer", "use_compositing")
+
+    def __init__(self, scene: bpy.types.Scene):
+        self.scene = scene
+        render = scene.render
+        self.saved = {name: getattr(render, name) for name in self.FIELDS}
+        self.saved_format = render.image_settings.file_format, render.image_settings.color_mode, \
+            render.image_settings.color_depth
+        self.percentage = render.resolution_percentage
+        self.original_frame = scene.frame_current
+        self.restored = False
+        render.use_border = False
+        render.use_sequencer = render.use_compositing = False  # the camera's view, not the edit or the comp
+        render.image_settings.file_format = "PNG"
+        render.image_settings.color_mode, render.image_settings.color_depth = "RGB", "8"
+
+    def render(self, frame: int, path) -> None:
+        """Render `frame` to the PNG file `path` (RuntimeError from Blender when it cannot)."""
+        self.scene.render.filepath = str(path)
+        self.scene.frame_set(frame)
+        with bpy.context.temp_override(scene=self.scene):
+            bpy.ops.render.render(write_still=True)
+
+    def restore(self) -> None:
+        if self.restored:
             return
-        self.closed = True
+        self.restored = True
         render = self.scene.render
         for name, value in self.saved.items():
             setattr(render, name, value)
-        render.image_settings.file_format, render.image_settings.color_mode = self.saved_format
+        settings = render.image_settings
+        settings.file_format, settings.color_mode, settings.color_depth = self.saved_format
         self.scene.frame_set(self.original_frame)
-        super().close()
 
 
 def strip_copy(strip, scene: bpy.types.Scene):

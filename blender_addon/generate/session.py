@@ -18,9 +18,10 @@ from pathlib import Path
 import bpy
 
 from ..connection.backend import BackendSettings
-from ..control_maps.job import ControlMapJob, armatures_to_render, job_settings, keypoints_at
+from ..control_maps.job import ControlMapJob, armatures_to_render, job_settings, keypoints_at, publish_strips
 from ..shared import engines, strips
 from ..shared.jobs import Job, MarionetteError, Outcome
+from .driving import DrivingRenderJob
 from .renders import BackgroundPlateJob, FaceCropRenderJob
 from .sound import mix_scene_sound, require_scene_sound
 from .stream import StreamPlan, Submission, stream
@@ -227,6 +228,9 @@ class GenerateJob(Job):
             self.render_jobs.append(BackgroundPlateJob(self.scene, self.scene.marionette.background_strip, settings))
         if self.tracks.face_crops:
             self.render_jobs.append(FaceCropRenderJob(self.scene, settings))
+        if self.tracks.driving:
+            self.render_jobs.append(DrivingRenderJob(self.scene, self.context_armatures, settings,
+                                                     self.scene.marionette.driving_look))
         if self.render_jobs:
             self.phase = "render"
         else:
@@ -238,6 +242,8 @@ class GenerateJob(Job):
             job.finish()
         finally:
             job.close()
+        if isinstance(job, DrivingRenderJob):  # what drove the model, beside the maps in the VSE
+            publish_strips(self.scene.name, job.folder.parent, self.frame_start, len(job.frames), (job.folder.name,))
         if not self.render_jobs:
             self._submit()
 

@@ -9,7 +9,7 @@ from ..core import styles
 from ..shared.jobs import MarionetteError
 
 TEXT_INPUTS = ("prompt", "negative_prompt")  # the texts scene.marionette holds
-RENDERED_STYLES = ("background", "face-crop")  # the styles this extension renders in Blender (renders.py)
+RENDERED_STYLES = ("background", "face-crop", "driving")  # the styles this extension renders in Blender (renders.py)
 
 
 class GenerationError(MarionetteError):
@@ -25,6 +25,7 @@ class TrackPlan:
     mask: bool = False
     background: bool = False
     face_crops: bool = False  # face crops rendered in Blender (instead of made by the backend)
+    driving: bool = False  # the performance rendered as the driving video
     tracks: dict[str, str] = field(default_factory=dict)  # track name -> control pass folder
     required: set[str] = field(default_factory=set)  # the track names the engine cannot do without
     texts: tuple[str, ...] = ()
@@ -73,6 +74,7 @@ def plan_tracks(engine: dict, background_strip: str, settings: dict | None = Non
         plan.mask |= folder == styles.MASK
         plan.background |= folder == "background"
         plan.face_crops |= folder == "face_crops"
+        plan.driving |= folder == "driving"
     plan.texts = tuple(texts)
     return plan
 

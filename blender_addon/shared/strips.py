@@ -9,7 +9,7 @@ import bpy
 from .. import compat
 
 STRIP_PREFIX = "Marionette "
-DEFAULT_CHANNELS = {"mask": 1, "face": 2, "pose": 3, "face_crops": 4, "frames": 5}  # frames above the maps
+DEFAULT_CHANNELS = {"mask": 1, "face": 2, "pose": 3, "face_crops": 4, "driving": 4, "frames": 5}  # frames above the maps
 
 
 def sound_strips(scene: bpy.types.Scene, audible: bool = False) -> list:
