@@ -94,6 +94,7 @@ bench: setup extension
 	$(BACKEND_PY) benchmarks/bench_connection_limits.py
 	mkdir -p out/bench/.blender-home
 	HOME=$(CURDIR)/out/bench/.blender-home $(BLENDER_PY) benchmarks/bench_control_maps.py --zip $(ZIP)
+	HOME=$(CURDIR)/out/bench/.blender-home $(BLENDER_PY) benchmarks/bench_driving.py --zip $(ZIP)
 
 clean:
 	rm -rf build dist out

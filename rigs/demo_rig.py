@@ -269,6 +269,43 @@ def build_demo_body(rig: bpy.types.Object, frame: int = 1) -> list[bpy.types.Obj
     return parts + [head, hair]
 
 
+def _distance_to_bone(point: Vector, pose_bone) -> float:
+    segment = pose_bone.tail - pose_bone.head
+    along = min(max((point - pose_bone.head).dot(segment) / max(segment.length_squared, 1e-12), 0.0), 1.0)
+    return (point - pose_bone.head.lerp(pose_bone.tail, along)).length
+
+
+def bind_demo_body(rig: bpy.types.Object, parts: list[bpy.types.Object], frame: int = 1) -> None:
+    """Make build_demo_body's meshes (built in the pose of `frame`) follow the rig: each skin mesh's
+    joints bound to the nearest of its bones by an Armature modifier under its Skin modifier, the
+    head's spheres parented to the head bone."""
+    scene = bpy.context.scene
+    scene.frame_set(frame)
+    evaluated = rig.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    to_armature = rig.matrix_world.inverted()
+    for obj in parts:
+        part = obj.name.removeprefix("Demo ")
+        if part not in _BODY_PARTS:
+            world = obj.matrix_world.copy()
+            obj.parent, obj.parent_type, obj.parent_bone = rig, "BONE", "head"
+            obj.matrix_world = world
+            continue
+        groups = {}
+        for vertex in obj.data.vertices:
+            point = to_armature @ (obj.matrix_world @ vertex.co)
+            name = min(_BODY_PARTS[part][0], key=lambda bone: _distance_to_bone(point, evaluated.pose.bones[bone]))
+            # Back to the rest pose, where the Armature modifier binds.
+            vertex.co = rig.data.bones[name].matrix_local @ evaluated.pose.bones[name].matrix.inverted() @ point
+            groups.setdefault(name, []).append(vertex.index)
+        obj.parent = rig
+        obj.matrix_parent_inverse.identity()
+        obj.matrix_basis.identity()
+        for name, indices in groups.items():
+            obj.vertex_groups.new(name=name).add(indices, 1.0, "REPLACE")
+        obj.modifiers.new("Armature", "ARMATURE").object = rig
+        obj.modifiers.move(len(obj.modifiers) - 1, 0)  # before the Skin modifier: the skin grows on the posed joints
+
+
 def render_reference_image(path: str, frame: int = 1) -> None:
     """Render the scene camera's view at `frame` with Workbench (studio light, material colours,
     a plain backdrop) to a PNG: the reference image of the demo character."""

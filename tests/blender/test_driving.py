@@ -6,10 +6,8 @@ The mannequin is checked against the control maps' keypoints: where the rig's jo
 frame shows the body, not the background. bpy runs as `blender -b` does (bpy.app.background).
 """
 
-import subprocess
 from pathlib import Path
 
-import pytest
 
 from harness import ROOT, run_in_blender
 
@@ -139,3 +137,146 @@ def test_mannequin_follows_a_bvh_rig_and_leaves_nothing_behind(tmp_path):
     assert result["moved"] > 0.01, result["moved"]
     assert result["after"] == result["before"], "the mannequin, its stage or its world was left behind"
     assert "driving" in result["staging"] and not [n for n in result["staging"] if n.startswith(".staging")]
+
+
+def _demo_scene(tmp, frames, size):
+    import sys
+
+    import bpy
+    import scene_helpers as h
+
+    if str(h.ROOT / "rigs") not in sys.path:
+        sys.path.insert(0, str(h.ROOT / "rigs"))
+    import build_demo_scene
+
+    scene = build_demo_scene.build_scene(Path(tmp) / "reference.png")
+    scene.render.resolution_x, scene.render.resolution_y = size
+    scene.frame_end = scene.frame_start + frames - 1
+    scene.render.engine = "BLENDER_WORKBENCH"  # EEVEE needs a GPU to be quick; any engine renders the scene look
+    scene.marionette.output_dir = str(Path(tmp) / "marionette")
+    return scene, bpy.data.objects["DemoRig"], bpy.data.objects["DemoFace"]
+
+
+def _render_settings(scene):
+    render = scene.render
+    return [render.engine, render.filepath, render.use_border, render.use_sequencer, render.use_compositing,
+            render.resolution_percentage, render.image_settings.file_format, render.image_settings.color_mode,
+            scene.frame_current]
+
+
+def case_each_look_on_the_demo_rig(tmp):
+    import numpy as np
+    import scene_helpers as h
+
+    from bl_ext.user_default.marionette.control_maps.job import job_settings
+    from bl_ext.user_default.marionette.core.png import decode_png
+    from bl_ext.user_default.marionette.generate.driving import DrivingRenderJob, resolve_look
+
+    scene, rig, face = _demo_scene(tmp, frames=4, size=(256, 384))
+    h.render_maps()
+    control = h.output_dir() / "control"
+    frames = list(range(scene.frame_start, scene.frame_end + 1))
+    settings = job_settings(scene, 4096)
+    before, render_before = _data_counts(), _render_settings(scene)
+    results = {}
+    for look in ("AUTO", "SCENE", "POSE"):
+        face.hide_render = look != "SCENE"  # the scene look renders the demo's face mesh
+        job = DrivingRenderJob(scene, [rig], settings, look)
+        result = {"look": job.look}
+        if job.look == "MANNEQUIN":
+            result["made"] = sorted(obj.name for obj in job.mannequins)
+            result["face_follows"] = _face_copy_follows(scene, job, face, [1, 13, 30])  # a blink, the jaw open
+        result["outcome"] = _run_job(job).message
+        images = [decode_png((control / "driving" / f"{frame:06d}.png").read_bytes()) for frame in frames]
+        result["names"] = sorted(p.name for p in (control / "driving").iterdir())
+        result["shape"] = list(images[0].shape)
+        result["pose_equal"] = [(control / "driving" / f"{f:06d}.png").read_bytes() ==
+                                (control / "pose" / f"{f:06d}.png").read_bytes() for f in frames]
+        corner = images[0][0, 0, :3].astype(int)
+        result["corner"] = corner.tolist()
+        # The face: the share of pixels inside the face landmarks' box that are not the background.
+        people = h.read_keypoints(frames[0])["people"][0]
+        points = np.array(people["face_keypoints_2d"]).reshape(-1, 3)
+        x1, y1 = points[:, :2].min(axis=0).astype(int)
+        x2, y2 = points[:, :2].max(axis=0).astype(int)
+        box = images[0][y1:y2, x1:x2, :3].astype(int)
+        result["face_shown"] = float((np.abs(box - corner).max(axis=2) > 12).mean())
+        # Dark marks on the face (eyes, brows, lips): pixels far darker than the face's median.
+        luma = box.mean(axis=2)
+        result["face_marks"] = float((luma < np.median(luma) * 0.55).mean())
+        result["first"] = images[0][..., :3].astype(np.float64).mean(axis=2).tolist()
+        results[look] = result
+    face.hide_render = True
+    scene.frame_set(scene.frame_start)
+    results["after"], results["before"] = _data_counts(), before
+    results["render_after"], results["render_before"] = _render_settings(scene), render_before
+    for look in ("AUTO", "SCENE", "POSE"):
+        results[look]["first"] = np.asarray(results[look].pop("first"))
+    looks = ("AUTO", "SCENE", "POSE")
+    results["differ"] = {f"{a}-{b}": float(np.abs(results[a]["first"] - results[b]["first"]).mean())
+                         for a, b in zip(looks, looks[1:] + looks[:1])}
+    for look in looks:
+        del results[look]["first"]
+
+    # Esc midway: the driving pass stays as the last complete render made it, nothing half-written.
+    kept = {p.name: p.read_bytes() for p in (control / "driving").iterdir()}
+    job = DrivingRenderJob(scene, [rig], settings, "MANNEQUIN")
+    cancelled = _run_job(job, cancel_after=2)
+    results["cancel"] = {"cancelled": cancelled.cancelled, "message": cancelled.message,
+                         "kept": {p.name: p.read_bytes() for p in (control / "driving").iterdir()} == kept,
+                         "folders": sorted(p.name for p in control.iterdir()), "counts": _data_counts() == before}
+
+    # With the demo's body meshes bound to the rig, Auto renders the scene.
+    import demo_rig
+
+    demo_rig.bind_demo_body(rig, demo_rig.build_demo_body(rig, scene.frame_start), scene.frame_start)
+    results["auto_with_body"] = resolve_look("AUTO", [rig])
+    return results
+
+
+def _face_copy_follows(scene, job, face, frames):
+    """The mannequin's face (a copy) deforms as the bound face does at every frame, and moves."""
+    import numpy as np
+
+    copy = next(obj for obj in job.mannequins if obj.data.shape_keys is not None)
+    shapes = []
+    for frame in frames:
+        job.stage.frame_set(frame)
+        scene.frame_set(frame)
+        evaluated = [obj.evaluated_get(depsgraph) for obj, depsgraph in (
+            (copy, job.stage.view_layers[0].depsgraph), (face, scene.view_layers[0].depsgraph))]
+        coordinates = []
+        for obj in evaluated:
+            mesh = obj.to_mesh()
+            values = np.empty(len(mesh.vertices) * 3)
+            mesh.vertices.foreach_get("co", values)
+            coordinates.append((np.array(obj.matrix_world) @ np.c_[values.reshape(-1, 3), np.ones(len(mesh.vertices))].T).T)
+            obj.to_mesh_clear()
+        shapes.append(coordinates)
+    same = max(float(np.abs(a - b).max()) for a, b in shapes)
+    moved = float(np.abs(shapes[0][1] - shapes[-1][1]).max())
+    return {"same": same, "moved": moved}
+
+
+def test_each_look_on_the_demo_rig_and_a_cancelled_render(tmp_path):
+    result = run_in_blender(case_each_look_on_the_demo_rig, tmp_path, tmp=str(tmp_path))
+    names = [f"{frame:06d}.png" for frame in range(1, 5)]
+    # The demo's only mesh is its bound face, hidden in renders: a skeleton rig, so Auto is the mannequin.
+    auto = result["AUTO"]
+    assert auto["look"] == "MANNEQUIN"
+    assert auto["made"] == ["Marionette mannequin DemoFace", "Marionette mannequin DemoRig"]
+    assert auto["face_follows"]["same"] < 1e-5 and auto["face_follows"]["moved"] > 1e-3, auto["face_follows"]
+    assert auto["corner"] == [63, 63, 66]  # the plain background
+    assert auto["face_shown"] > 0.8 and auto["face_marks"] > 0.01, auto
+    assert result["SCENE"]["look"] == "SCENE" and result["SCENE"]["face_shown"] > 0.5, result["SCENE"]
+    assert result["POSE"]["look"] == "POSE" and all(result["POSE"]["pose_equal"])
+    assert not any(auto["pose_equal"]) and not any(result["SCENE"]["pose_equal"])
+    for look in ("AUTO", "SCENE", "POSE"):
+        assert result[look]["names"] == names and result[look]["shape"] == [384, 256, 3], result[look]
+    assert min(result["differ"].values()) > 5, result["differ"]
+    assert result["after"] == result["before"]
+    assert result["render_after"] == result["render_before"]  # the scene's render settings and frame, as they were
+    cancel = result["cancel"]
+    assert cancel["cancelled"] and "cancelled" in cancel["message"] and cancel["kept"] and cancel["counts"]
+    assert not [name for name in cancel["folders"] if name.startswith(".")], cancel["folders"]
+    assert result["auto_with_body"] == "SCENE"
