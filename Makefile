@@ -91,6 +91,7 @@ bench: setup extension
 	$(BACKEND_PY) benchmarks/bench_animate_anyone.py
 	$(BACKEND_PY) benchmarks/bench_echomimic.py
 	$(BACKEND_PY) benchmarks/bench_wan_animate.py
+	$(BACKEND_PY) benchmarks/bench_wan_animate_2.py
 	$(BACKEND_PY) benchmarks/bench_connection_limits.py
 	mkdir -p out/bench/.blender-home
 	HOME=$(CURDIR)/out/bench/.blender-home $(BLENDER_PY) benchmarks/bench_control_maps.py --zip $(ZIP)

@@ -32,17 +32,20 @@ write_release(root / "echomimic", seed=1, mode="audio")
 write_release(root / "echomimic", seed=1, mode="pose")
 from tiny_audio2mesh import save_release, tiny_model
 save_release(tiny_model(seed=2), root / "audio2mesh")
+from tiny_wan_animate_2 import save_tiny_release as save_tiny_wan_animate_2
+save_tiny_wan_animate_2(root / "wan-animate-2", "distilled")
 """
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    """Folders of tiny releases: wan-animate/, echomimic/ (audio and pose), audio2mesh/."""
+    """Folders of tiny releases: wan-animate/, echomimic/ (audio and pose), audio2mesh/, wan-animate-2/
+    (distilled)."""
     root = tmp_path_factory.mktemp("weights")
     process = subprocess.run([BACKEND_PYTHON, "-c", BUILD_WEIGHTS, str(root)], cwd=ROOT, capture_output=True,
                              text=True, timeout=600)
     assert process.returncode == 0, process.stderr[-3000:]
-    return {name: str(root / name) for name in ("wan-animate", "echomimic", "audio2mesh")}
+    return {name: str(root / name) for name in ("wan-animate", "echomimic", "audio2mesh", "wan-animate-2")}
 
 
 @pytest.fixture(scope="module")
@@ -504,7 +507,7 @@ def case_engine_settings_follow_the_declaration(tmp, port, token_file):
     settings_for = {name: engine_settings.settings_for(scene, name) for name in declared}
     drawn = []
     engine_settings.draw(h.RecordingLayout(drawn), scene, "wan-animate")
-    panels = {engine: _generate_panel(engine) for engine in ("wan-animate", "echomimic", "warp")}
+    panels = {engine: _generate_panel(engine) for engine in ("wan-animate", "wan-animate-2", "echomimic", "warp")}
     scene.marionette.engine = "warp"
 
     mode = scene.marionette.engine_settings["wan-animate/mode"]
@@ -563,9 +566,10 @@ def test_engine_settings_are_the_declared_ones_and_the_json_override_is_checked(
     for engine, panel in result["panels"].items():
         shown = {entry[2] for entry in panel if entry[0] == "prop" and entry[1] == ""} | \
             {entry[1] for entry in panel if entry[0] == "prop_search"}
-        takes = engine == "wan-animate"
-        assert {"prompt", "negative_prompt", "background_strip"} <= shown if takes else \
-            not {"prompt", "negative_prompt", "background_strip"} & shown, (engine, shown)
+        prompts = {"prompt", "negative_prompt"}
+        assert prompts <= shown if engine.startswith("wan-animate") else not prompts & shown, (engine, shown)
+        assert ("background_strip" in shown) == (engine == "wan-animate"), (engine, shown)
+        assert ("driving_look" in shown) == (engine == "wan-animate-2"), (engine, shown)
         settings = [entry[1] for entry in panel if entry[0] == "prop" and entry[1].startswith(engine + "/")]
         assert settings == [f"{engine}/{name}" for name in declared[engine]], (engine, settings)
     # A choice round-trips through the .blend and a reconnect; a value outside the choices is refused.
@@ -618,3 +622,57 @@ def test_wan_animate_takes_face_crops_rendered_from_the_head_in_blender(tmp_path
     assert result["tracks"].get("face_crops") == 3 and all(result["sent_equal"]), result
     assert result["frames"] == expected and not result["returned_crops"]  # the engine made none of its own
     assert result["render_after"] == result["render_before"]  # the scene's render settings are restored
+
+
+# --- wan-animate-2: the performance rendered as the driving video -------------------------------------
+
+def case_wan_animate_2_with_each_driving_look(tmp, port, token_file, store, weights):
+    import bpy
+    import numpy as np
+
+    scene = _demo(tmp, port, token_file, frames=5, engine="wan-animate-2")
+    scene.render.engine = "BLENDER_WORKBENCH"  # the scene look: any engine; Workbench is quick headless
+    scene.marionette.prompt = PROMPT
+    _set(scene, "wan-animate-2", weights=weights, segment=5, carry=1, steps=1)
+    control = Path(tmp) / "marionette" / "control"
+    results = {}
+    for look in ("AUTO", "SCENE", "POSE"):
+        scene.marionette.driving_look = look
+        bpy.data.objects["DemoFace"].hide_render = look != "SCENE"  # the scene look renders the face mesh
+        outcome = _generate()
+        job = _job(store, scene)
+        sent = Path(job["folder"]) / "inputs" / "tracks" / "driving"
+        driving = [_read_png(control / "driving" / f"{frame:06d}.png") for frame in range(1, 6)]
+        results[look] = {
+            "outcome": outcome, "engine": job["spec"]["engine"], "tracks": job["tracks"],
+            "sent_equal": [(sent / f"{i:06d}.png").read_bytes() == (control / "driving" / f"{f:06d}.png").read_bytes()
+                           for i, f in enumerate(range(1, 6))],
+            "pose_equal": all((control / "driving" / f"{f:06d}.png").read_bytes() ==
+                              (control / "pose" / f"{f:06d}.png").read_bytes() for f in range(1, 6)),
+            "sizes": sorted({tuple(image.shape) for image in driving}),
+            "mean": float(np.mean([image[..., :3].mean() for image in driving])),
+            "strip": _strip_info(scene, "Marionette driving"), "frames_strip": _strip_info(scene, "Marionette frames"),
+            "frames": _names(Path(tmp) / "marionette" / "frames"),
+            "scenes": sorted(s.name for s in bpy.data.scenes), "worlds": len(bpy.data.worlds),
+            "objects": sorted(o.name for o in bpy.data.objects)}
+    return results
+
+
+def test_wan_animate_2_generates_from_the_rendered_performance(tmp_path, backend, weights):
+    result = _run(case_wan_animate_2_with_each_driving_look, tmp_path, backend, store=backend["store"],
+                  weights=weights["wan-animate-2"])
+    names = [f"{frame:06d}.png" for frame in range(1, 6)]
+    means = []
+    for look, run in result.items():
+        assert run["outcome"] == ["FINISHED"], (look, run["outcome"])
+        assert run["engine"] == "wan-animate-2" and run["tracks"] == {"driving": 5}, run
+        assert all(run["sent_equal"]), (look, run["sent_equal"])  # what drove the model is what the strip shows
+        assert run["sizes"] == [[96, 64, 3]], run["sizes"]
+        assert run["strip"]["elements"] == names and run["strip"]["span"] == [1, 5], run["strip"]
+        assert run["strip"]["directory"] == str((tmp_path / "marionette" / "control" / "driving").resolve())
+        assert run["frames"] == names and run["frames_strip"]["elements"] == names
+        assert run["scenes"] == ["Marionette Demo"] and run["worlds"] <= 1, run  # the mannequin's stage is gone
+        assert not [name for name in run["objects"] if name.startswith("Marionette mannequin")], run["objects"]
+        means.append(run["mean"])
+    assert result["POSE"]["pose_equal"] and not result["AUTO"]["pose_equal"] and not result["SCENE"]["pose_equal"]
+    assert len({round(mean) for mean in means}) == 3, means  # three different pictures
