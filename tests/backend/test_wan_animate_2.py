@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers.modular_pipelines.wan_animate_2")
 
 from marionette import color_match
-from marionette.engines.wan_animate_2.pipeline import first_frame_of, generate_segments, segment_of
+from marionette.engines.wan_animate_2.pipeline import area_request, first_frame_of, generate_segments, segment_of
 from marionette.engines.wan_animate_2.weights import (WanAnimate2Error, check_weights_folder, load_pipeline,
                                                       set_guidance)
 
@@ -50,27 +50,28 @@ def engine_pipes(releases):
     return {variant: load_pipeline(folder) for variant, folder in releases.items()}
 
 
-def shot(frames: int, seed: int = 0):
+def shot(frames: int, seed: int = 0, height: int = HEIGHT, width: int = WIDTH):
     rng = np.random.default_rng(seed)
-    reference = rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    reference = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
     # A driving video with motion: a bright square moving over a dark plate.
     driving = []
     for index in range(frames):
-        frame = np.full((HEIGHT, WIDTH, 3), 30, np.uint8)
+        frame = np.full((height, width, 3), 30, np.uint8)
         x = 4 + 3 * index
-        frame[20:44, x % (WIDTH - 16):x % (WIDTH - 16) + 16] = (220, 180, 90)
+        frame[20:44, x % (width - 16):x % (width - 16) + 16] = (220, 180, 90)
         driving.append(frame)
     return reference, driving
 
 
-def pipeline_frames(pipe, reference, driving, segment, carry, seed=7, guidance=None, negative_prompt=None):
+def pipeline_frames(pipe, reference, driving, segment, carry, seed=7, guidance=None, negative_prompt=None,
+                    height=HEIGHT, width=WIDTH):
     from diffusers.guiders import ClassifierFreeGuidance
     from PIL import Image
 
     if guidance is not None:
         pipe.update_components(guider=ClassifierFreeGuidance(guidance_scale=guidance))
     videos = pipe(image=Image.fromarray(reference), driving_video=[Image.fromarray(f) for f in driving], prompt=PROMPT,
-                  negative_prompt=negative_prompt, height=HEIGHT, width=WIDTH, segment_frame_length=segment,
+                  negative_prompt=negative_prompt, height=height, width=width, segment_frame_length=segment,
                   prev_segment_conditioning_frames=carry, num_inference_steps=STEPS,
                   generator=torch.Generator("cpu").manual_seed(seed), output="videos")
     return np.round(np.asarray(videos[0]) * 255).astype(np.uint8)
@@ -100,6 +101,23 @@ def test_streamed_segments_equal_the_pipeline(golden, engine_pipes, variant, fra
     assert expected.shape == (frames, HEIGHT, WIDTH, 3)
     assert [s.first_frame for s in segments] == [first_frame_of(k, segment, carry) for k in range(len(segments))]
     assert np.array_equal(stacked(segments), expected)
+
+
+def test_frames_come_at_the_job_size_where_the_pipelines_area_arithmetic_falls_short(golden, engine_pipes):
+    """The pipeline sizes its frames from height x width as an area with float square roots: asked for
+    112x144 (as for 832x480) it makes frames 16 pixels narrower. The engine asks for the area that
+    lands on the size, and its frames equal the pipeline's for that request."""
+    height, width = 144, 112
+    reference, driving = shot(5, seed=3, height=height, width=width)
+    short = pipeline_frames(golden["distilled"], reference, driving, 5, 1, height=height, width=width)
+    assert short.shape[1:3] != (height, width)  # the pipeline's own call, asked for the exact size
+    request = area_request(height, width, height, width)
+    expected = pipeline_frames(golden["distilled"], reference, driving, 5, 1, height=request[0], width=request[1])
+    segments = list(generate_segments(engine_pipes["distilled"], reference, driving, height=height, width=width,
+                                      prompt=PROMPT, segment=5, carry=1, steps=STEPS, seed=7))
+    assert expected.shape == (5, height, width, 3) and np.array_equal(stacked(segments), expected)
+    assert area_request(480, 832, 480, 832) != (480, 832)  # the headline size needs the larger request too
+    assert area_request(96, 64, 96, 64) == (96, 64)
 
 
 def test_guidance_and_negative_prompt_reach_the_base_model(golden, engine_pipes):

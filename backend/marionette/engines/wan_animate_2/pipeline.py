@@ -27,6 +27,7 @@ the start) and skips the frames before f.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -67,6 +68,23 @@ def check_plan(segment: int, carry: int) -> None:
                                f"its carry; the shortest is {shortest}")
 
 
+def area_request(height: int, width: int, reference_height: int, reference_width: int) -> tuple[int, int]:
+    """The height and width to ask the pipeline for so that it makes frames of exactly height x width.
+
+    The pipeline takes height x width as a target area and sizes its frames from it and the reference's
+    aspect with float square roots, floored to multiples of 16; the float can fall just short, so an
+    exact request can lose 16 pixels (832x480 comes out 832x464). Asking for up to 3 more pixels a side
+    lands on the size wherever it can (every multiple of 16 up to 4096 with the reference at that size)."""
+    def resolved(area_height, area_width):  # the pipeline's own arithmetic (its reference preprocessing)
+        aspect, area = reference_height / reference_width, area_height * area_width
+        return int(math.sqrt(area * aspect)) // 16 * 16, int(math.sqrt(area / aspect)) // 16 * 16
+    for extra_height in range(4):
+        for extra_width in range(4):
+            if resolved(height + extra_height, width + extra_width) == (height, width):
+                return height + extra_height, width + extra_width
+    return height, width  # a reference of another aspect: the pipeline keeps the reference's
+
+
 def segment_of(frame: int, segment: int, carry: int) -> int:
     """The segment that makes frame `frame` of the shot."""
     return 0 if frame < segment else (frame - carry) // (segment - carry)
@@ -90,8 +108,8 @@ def generate_segments(pipe, reference: np.ndarray, driving: Sequence[np.ndarray]
     `start_frame` on.
 
     reference: (H, W, 3) uint8 RGB; driving: one (H', W', 3) uint8 RGB frame per output frame;
-    height, width: the target area (the pipeline keeps the reference's aspect; a reference of that
-    size and a multiple of 16 gives frames of exactly that size). color: match each segment's colours
+    height, width: the frame size (multiples of 16) for a reference of that aspect; the pipeline keeps
+    the reference's aspect otherwise (see area_request). color: match each segment's colours
     to a reference's (see color_match). on_segment(k): called as segment k starts (tests, progress).
     """
     check_plan(segment, carry)
@@ -102,6 +120,7 @@ def generate_segments(pipe, reference: np.ndarray, driving: Sequence[np.ndarray]
     # and keep only the shot's frames.
     driving = list(driving) + [driving[-1]] * max(0, carry + 1 - frames)
     generator = torch.Generator("cpu").manual_seed(int(seed))
+    height, width = area_request(height, width, reference.shape[0], reference.shape[1])
     inputs = dict(image=_pil(reference), driving_video=[_pil(frame) for frame in driving], prompt=prompt,
                   negative_prompt=negative_prompt, height=height, width=width, segment_frame_length=segment,
                   prev_segment_conditioning_frames=carry, num_inference_steps=steps, generator=generator,
