@@ -95,7 +95,7 @@ class GenerateJob(Job):
         if self.phase == "maps":
             return "control maps"
         if self.phase == "render" and self.render_jobs:
-            return self.render_jobs[0].label
+            return self.render_jobs[0].status  # e.g. "driving video (mannequin) 12/48"
         return f"frame {self.received}/{self.total}" if self.total else "waiting for the backend"
 
     def step(self, budget: float) -> bool:

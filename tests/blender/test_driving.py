@@ -266,7 +266,7 @@ def test_each_look_on_the_demo_rig_and_a_cancelled_render(tmp_path):
     assert auto["look"] == "MANNEQUIN"
     assert auto["made"] == ["Marionette mannequin DemoFace", "Marionette mannequin DemoRig"]
     assert auto["face_follows"]["same"] < 1e-5 and auto["face_follows"]["moved"] > 1e-3, auto["face_follows"]
-    assert auto["corner"] == [63, 63, 66]  # the plain background
+    assert max(abs(a - b) for a, b in zip(auto["corner"], (63, 63, 66))) <= 2, auto["corner"]  # plain background
     assert auto["face_shown"] > 0.8 and auto["face_marks"] > 0.01, auto
     assert result["SCENE"]["look"] == "SCENE" and result["SCENE"]["face_shown"] > 0.5, result["SCENE"]
     assert result["POSE"]["look"] == "POSE" and all(result["POSE"]["pose_equal"])
