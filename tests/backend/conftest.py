@@ -92,3 +92,16 @@ def server(start_backend, monkeypatch):
     2-core machine torch's spinning worker threads otherwise fight the tests' own, for no gain."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     return Server(start_backend)
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """For modules that run toy torch models (pytestmark = pytest.mark.usefixtures("torch_one_thread")):
+    one thread each for the tests and the backend; on a shared 2-core machine torch's spinning worker
+    threads otherwise fight each other and everything else, for no gain at this size."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -39,6 +39,7 @@ from served import Server, collect, images, pngs, read_folder
 from tiny_echomimic import write_release
 from tiny_wan_animate import save_tiny_release
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 WIDTH, HEIGHT = 32, 48  # wan-animate: multiples of 16
 STEPS = 2
 PROMPT = "a person dancing"
@@ -47,16 +48,6 @@ RATE = 16000
 
 
 # --- fixtures -------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread_each():
-    """The tests and the backend run toy models on one thread each: on a shared 2-core machine, torch's
-    spinning worker threads otherwise fight each other and everything else, for no gain at this size."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def wan_release(tmp_path_factory):

@@ -26,17 +26,10 @@ import synthetic
 from served import collect, images, pngs, read_folder
 from tiny_wan_animate_2 import save_tiny_release
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 WIDTH, HEIGHT = 32, 48
 STEPS = 2
 PROMPT = "a person dancing"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread_each():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from tiny_wan_animate import tiny_tokenizer
+from tiny_wan_animate import tiny_text_encoder, tiny_tokenizer, tiny_vae
 
 HUB_REPOSITORY = {"base": "Wan-AI/Wan2.2-Animate-2-14B-Diffusers",
                   "distilled": "Wan-AI/Wan2.2-Animate-2-14B-Distilled-Diffusers"}
@@ -22,20 +22,17 @@ TINY_TRANSFORMER = dict(dim=24, ffn_dim=48, freq_dim=32, text_dim=32, num_heads=
 
 
 def tiny_components(seed: int = 0) -> dict:
-    from diffusers import AutoencoderKLWan, DPMSolverMultistepScheduler
+    from diffusers import DPMSolverMultistepScheduler
     from diffusers.models.transformers.transformer_wan_animate_2 import WanAnimate2Transformer3DModel
-    from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+    from transformers import CLIPVisionConfig, CLIPVisionModel
 
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer()
-    text_encoder = UMT5EncoderModel(UMT5Config(
-        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
-        relative_attention_num_buckets=8, relative_attention_max_distance=16))
+    text_encoder = tiny_text_encoder(tokenizer)
     image_encoder = CLIPVisionModel(CLIPVisionConfig(
         hidden_size=1280, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=224,
         patch_size=32))
-    vae = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                           temperal_downsample=[False, True, True])
+    vae = tiny_vae()
     transformer = WanAnimate2Transformer3DModel(**TINY_TRANSFORMER)
     scheduler = DPMSolverMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0,
                                             num_train_timesteps=1000)

@@ -17,28 +17,26 @@ every from_pretrained call is local_files_only.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from diffusers import WanAnimatePipeline
 
+from ...models.diffusers_folders import (MODEL_WEIGHTS, TRANSFORMERS_WEIGHTS, check_components, default_dtype,
+                                         read_index)
 from ..base import EngineError
 
+INDEX = "model_index.json"
 PIPELINE_CLASS = "WanAnimatePipeline"
 OFFLOAD_MODES = (None, "model", "group")
 GROUP_LEVELS = ("block", "leaf")
 
-# component -> the files of which at least one must be there (besides the config named below).
-_MODEL_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json",
-                  "diffusion_pytorch_model.bin", "diffusion_pytorch_model.bin.index.json")
-_TRANSFORMERS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                         "pytorch_model.bin.index.json")
+# component -> (the config it must have, the files of which one must be there)
 COMPONENTS = {
-    "transformer": ("config.json", _MODEL_WEIGHTS),
-    "vae": ("config.json", _MODEL_WEIGHTS),
-    "text_encoder": ("config.json", _TRANSFORMERS_WEIGHTS),
-    "image_encoder": ("config.json", _TRANSFORMERS_WEIGHTS),
+    "transformer": ("config.json", MODEL_WEIGHTS),
+    "vae": ("config.json", MODEL_WEIGHTS),
+    "text_encoder": ("config.json", TRANSFORMERS_WEIGHTS),
+    "image_encoder": ("config.json", TRANSFORMERS_WEIGHTS),
     "tokenizer": ("tokenizer_config.json", ("tokenizer.json", "spiece.model")),
     "image_processor": ("preprocessor_config.json", ()),
     "scheduler": ("scheduler_config.json", ()),
@@ -49,57 +47,21 @@ class WanAnimateError(EngineError):
     """A wan-animate job or weights folder that cannot be used; the message names the cause and the fix."""
 
 
-def default_dtype(device: str | torch.device) -> torch.dtype:
-    """bfloat16 on an accelerator (what the release is run in), float32 on the CPU."""
-    return torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16
-
-
 def check_weights_folder(folder: Path | str) -> Path:
     """Raise WanAnimateError naming the first thing missing from a released-layout folder."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise WanAnimateError(f"the Wan-Animate weights folder {folder} does not exist; give the folder of your "
                               "local copy of Wan2.2-Animate-14B-Diffusers")
-    index_path = folder / "model_index.json"
-    if not index_path.is_file():
-        raise WanAnimateError(f"{folder} has no model_index.json: it is not a diffusers pipeline folder; give the "
-                              "folder of Wan2.2-Animate-14B-Diffusers (the diffusers release, not the original "
-                              "Wan2.2-Animate-14B checkpoints)")
-    try:
-        index = json.loads(index_path.read_text())
-    except (OSError, ValueError) as error:
-        raise WanAnimateError(f"cannot read {index_path}: {error}") from None
-    class_name = index.get("_class_name") if isinstance(index, dict) else None
+    index = read_index(folder, INDEX, WanAnimateError, "it is not a diffusers pipeline folder; give the folder of "
+                       "Wan2.2-Animate-14B-Diffusers (the diffusers release, not the original Wan2.2-Animate-14B "
+                       "checkpoints)")
+    class_name = index.get("_class_name")
     if class_name != PIPELINE_CLASS:
-        raise WanAnimateError(f"{index_path} is for {class_name!r}, not {PIPELINE_CLASS!r}: this folder holds "
+        raise WanAnimateError(f"{folder / INDEX} is for {class_name!r}, not {PIPELINE_CLASS!r}: this folder holds "
                               "another model; give the folder of Wan2.2-Animate-14B-Diffusers")
-    for component, (config, weights) in COMPONENTS.items():
-        sub = folder / component
-        if component not in index:
-            raise WanAnimateError(f"{index_path} lists no {component}; the folder is not the released layout")
-        if not sub.is_dir():
-            raise WanAnimateError(f"the weights folder {folder} has no {component}/ folder (an incomplete copy?)")
-        if not (sub / config).is_file():
-            raise WanAnimateError(f"the weights folder {folder} has no {component}/{config}")
-        if weights:
-            present = [name for name in weights if (sub / name).is_file()]
-            if not present:
-                raise WanAnimateError(f"the weights folder {folder} has no weights in {component}/ (expected "
-                                      f"{weights[0]} or {weights[1]})")
-            if present[0].endswith(".index.json"):
-                _check_shards(sub / present[0])
+    check_components(folder, index, INDEX, COMPONENTS, WanAnimateError)
     return folder
-
-
-def _check_shards(index_path: Path) -> None:
-    try:
-        weight_map = json.loads(index_path.read_text())["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise WanAnimateError(f"cannot read the shard index {index_path}: {error}") from None
-    for shard in sorted(set(weight_map.values())):
-        if not (index_path.parent / shard).is_file():
-            raise WanAnimateError(f"{index_path.parent} lacks {shard}, one of the shards its index names "
-                                  "(an incomplete download?)")
 
 
 def check_offload(offload: str | None, device: torch.device, group_level: str = "block",

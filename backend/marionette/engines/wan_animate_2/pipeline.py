@@ -62,7 +62,7 @@ def check_plan(segment: int, carry: int) -> None:
     if segment % 4 != 1:
         raise WanAnimate2Error(f"segment must be 1 more than a multiple of 4 (the VAE's 4-frame steps), e.g. 81 or 77; "
                                f"not {segment}")
-    if segment <= 2 * carry:  # a segment then keeps fewer new frames than the next one conditions on: the pipeline fails
+    if segment <= 2 * carry:  # fewer new frames than the next segment conditions on: the pipeline fails
         shortest = 4 * (2 * carry // 4 + 1) + 1
         raise WanAnimate2Error(f"segment {segment} is too short for carry {carry}: a segment must be longer than twice "
                                f"its carry; the shortest is {shortest}")

@@ -18,7 +18,6 @@ part is checked again after loading. Nothing is downloaded: every load is local_
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -26,22 +25,21 @@ from diffusers import ModularPipeline
 from diffusers.guiders import ClassifierFreeGuidance
 from diffusers.modular_pipelines import ComponentsManager
 
+from ...models.diffusers_folders import (MODEL_WEIGHTS, TRANSFORMERS_WEIGHTS, check_components, default_dtype,
+                                         read_index)
 from ..base import EngineError
 
+INDEX = "modular_model_index.json"
 VARIANTS = {"WanAnimate2ModularPipeline": "base", "WanAnimate2DistilledModularPipeline": "distilled"}
 OFFLOAD_MODES = ("none", "model", "group")
 
-_MODEL_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json",
-                  "diffusion_pytorch_model.bin", "diffusion_pytorch_model.bin.index.json")
-_TRANSFORMERS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                         "pytorch_model.bin.index.json")
 # component -> (the config it must have, the files of which one must be there)
 COMPONENTS = {
-    "transformer": ("config.json", _MODEL_WEIGHTS),
-    "vae": ("config.json", _MODEL_WEIGHTS),
-    "text_encoder": ("config.json", _TRANSFORMERS_WEIGHTS),
+    "transformer": ("config.json", MODEL_WEIGHTS),
+    "vae": ("config.json", MODEL_WEIGHTS),
+    "text_encoder": ("config.json", TRANSFORMERS_WEIGHTS),
     "tokenizer": ("tokenizer_config.json", ("tokenizer.json", "spiece.model")),
-    "image_encoder": ("config.json", _TRANSFORMERS_WEIGHTS),
+    "image_encoder": ("config.json", TRANSFORMERS_WEIGHTS),
     "scheduler": ("scheduler_config.json", ()),
 }
 
@@ -57,47 +55,14 @@ def check_weights_folder(folder: Path | str) -> str:
     if not folder.is_dir():
         raise WanAnimate2Error(f"the Wan-Animate-2 weights folder {folder} does not exist; give the folder of your "
                                "local copy of Wan2.2-Animate-2-14B-Diffusers (or its distilled release)")
-    index_path = folder / "modular_model_index.json"
-    if not index_path.is_file():
-        raise WanAnimate2Error(f"{folder} has no modular_model_index.json: it is not a Wan-Animate-2 release in the "
-                               "diffusers layout; give the folder of Wan2.2-Animate-2-14B-Diffusers")
-    try:
-        index = json.loads(index_path.read_text())
-    except (OSError, ValueError) as error:
-        raise WanAnimate2Error(f"cannot read {index_path}: {error}") from None
-    class_name = index.get("_class_name") if isinstance(index, dict) else None
+    index = read_index(folder, INDEX, WanAnimate2Error, "it is not a Wan-Animate-2 release in the diffusers "
+                       "layout; give the folder of Wan2.2-Animate-2-14B-Diffusers")
+    class_name = index.get("_class_name")
     if class_name not in VARIANTS:
-        raise WanAnimate2Error(f"{index_path} is for {class_name!r}, not Wan-Animate-2 ({' or '.join(VARIANTS)}): "
+        raise WanAnimate2Error(f"{folder / INDEX} is for {class_name!r}, not Wan-Animate-2 ({' or '.join(VARIANTS)}): "
                                "this folder holds another model")
-    for component, (config, weights) in COMPONENTS.items():
-        sub = folder / component
-        if component not in index:
-            raise WanAnimate2Error(f"{index_path} lists no {component}; the folder is not the released layout")
-        if not (sub / config).is_file():
-            raise WanAnimate2Error(f"the weights folder {folder} has no {component}/{config} (an incomplete copy?)")
-        present = [name for name in weights if (sub / name).is_file()]
-        if weights and not present:
-            raise WanAnimate2Error(f"the weights folder {folder} has no weights in {component}/ (expected {weights[0]} "
-                                   f"or {weights[1]})")
-        if present and present[0].endswith(".index.json"):
-            _check_shards(sub / present[0])
+    check_components(folder, index, INDEX, COMPONENTS, WanAnimate2Error)
     return VARIANTS[class_name]
-
-
-def _check_shards(index_path: Path) -> None:
-    try:
-        weight_map = json.loads(index_path.read_text())["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise WanAnimate2Error(f"cannot read the shard index {index_path}: {error}") from None
-    for shard in sorted(set(weight_map.values())):
-        if not (index_path.parent / shard).is_file():
-            raise WanAnimate2Error(f"{index_path.parent} lacks {shard}, one of the shards its index names "
-                                   "(an incomplete download?)")
-
-
-def default_dtype(device: torch.device) -> torch.dtype:
-    """bfloat16 on an accelerator (what the release is run in), float32 on the CPU."""
-    return torch.float32 if device.type == "cpu" else torch.bfloat16
 
 
 def load_pipeline(folder: Path | str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
