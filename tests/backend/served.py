@@ -74,3 +74,11 @@ def pngs(arrays) -> list[bytes]:
 
 def read_folder(folder: Path) -> list[np.ndarray]:
     return [decode_image(path.read_bytes()) for path in sorted(folder.glob("*.png"))]
+
+
+def assert_same_frames(height: int, width: int, got, expected) -> None:
+    """Frame for frame equal, of the size asked for, and pictures rather than a constant."""
+    assert len(got) == len(expected)
+    for index, (a, b) in enumerate(zip(got, expected)):
+        assert a.shape == b.shape == (height, width, 3) and np.array_equal(a, b), f"frame {index} differs"
+    assert len(np.unique(np.stack(got))) > 50

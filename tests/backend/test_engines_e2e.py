@@ -35,7 +35,7 @@ from marionette.engines.wan_animate.weights import load_pipeline
 from marionette.images import decode_image, encode_png
 
 import synthetic
-from served import Server, collect, images, pngs, read_folder
+from served import Server, assert_same_frames, collect, images, pngs, read_folder
 from tiny_echomimic import write_release
 from tiny_wan_animate import save_tiny_release
 
@@ -131,13 +131,6 @@ def pipeline_frames(pipe, shot: Shot, face, mode="animate", segment=5, carry=1, 
     return list((frames * 255).round().astype(np.uint8))
 
 
-def assert_same_frames(got, expected):
-    assert len(got) == len(expected)
-    for index, (a, b) in enumerate(zip(got, expected)):
-        assert a.shape == b.shape == (HEIGHT, WIDTH, 3) and np.array_equal(a, b), f"frame {index} differs"
-    assert len(np.unique(np.stack(got))) > 50  # pictures, not a constant
-
-
 def test_wan_animate_streams_by_segment_and_resumes_after_a_kill(server, wan_release, wan_pipe):
     """Animate mode, carry 1, segments of 5: frames 0-4, 5-8, 9-10; face crops made by the engine.
 
@@ -191,7 +184,7 @@ def test_wan_animate_streams_by_segment_and_resumes_after_a_kill(server, wan_rel
     crops = [decode_image(frames[i]["face_crops.png"]) for i in range(11)]
     assert all(crop.shape == (512, 512, 3) for crop in crops)
     # Frames from both backends are the pipeline's, fed the crops the engine made.
-    assert_same_frames(images(frames), pipeline_frames(wan_pipe, shot, crops))
+    assert_same_frames(HEIGHT, WIDTH, images(frames), pipeline_frames(wan_pipe, shot, crops))
 
 
 def test_wan_animate_replace_mode_through_the_server(server, wan_release, wan_pipe):
@@ -206,7 +199,7 @@ def test_wan_animate_replace_mode_through_the_server(server, wan_release, wan_pi
     assert all(list(attachments) == ["frame.png"] for attachments in frames.values())  # the client's crops
     assert not (server.store / accepted["job_id"] / "outputs").exists()
     expected = pipeline_frames(wan_pipe, shot, shot.face, "replace", segment=13, carry=5)
-    assert_same_frames(images(frames), expected)
+    assert_same_frames(HEIGHT, WIDTH, images(frames), expected)
 
 
 @pytest.mark.parametrize("mode,frames,segment,carry,face_maps", [
@@ -237,7 +230,7 @@ def test_wan_animate_from_the_command_line(tmp_path, wan_release, wan_pipe, mode
         assert sorted(p.name for p in (out / "face_crops").iterdir()) == names
         crops = read_folder(out / "face_crops")
     expected = pipeline_frames(wan_pipe, shot, crops, mode, segment=segment, carry=carry)
-    assert_same_frames(read_folder(out), expected)
+    assert_same_frames(HEIGHT, WIDTH, read_folder(out), expected)
 
 
 def test_wan_animate_prompt_changes_the_frames(tmp_path, wan_release):

@@ -23,7 +23,7 @@ from marionette.cli import main as marionette
 from marionette.images import decode_image, encode_png
 
 import synthetic
-from served import collect, images, pngs, read_folder
+from served import assert_same_frames, collect, images, pngs, read_folder
 from tiny_wan_animate_2 import save_tiny_release
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -93,13 +93,6 @@ def pipeline_frames(pipe, shot: Shot, segment, carry, seed=5, guidance=None):
     return list(np.round(np.asarray(videos[0]) * 255).astype(np.uint8))
 
 
-def assert_same_frames(got, expected):
-    assert len(got) == len(expected)
-    for index, (a, b) in enumerate(zip(got, expected)):
-        assert a.shape == b.shape == (HEIGHT, WIDTH, 3) and np.array_equal(a, b), f"frame {index} differs"
-    assert len(np.unique(np.stack(got))) > 50  # pictures, not a constant
-
-
 def test_a_job_streams_by_segment_and_resumes_after_a_kill(server, releases, golden):
     """Distilled, carry 1, segments of 5: frames 0-4, 5-8, 9-10. The file the engine writes the last
     segment's resume state to is a named pipe in the store, so the engine blocks once that segment is
@@ -138,7 +131,7 @@ def test_a_job_streams_by_segment_and_resumes_after_a_kill(server, releases, gol
     assert end.type == "done" and order == list(range(11))
     for name, (mtime, data) in kept.items():
         assert (frames_folder / name).stat().st_mtime_ns == mtime and (frames_folder / name).read_bytes() == data
-    assert_same_frames(images(frames), pipeline_frames(golden["distilled"], shot, 5, 1))
+    assert_same_frames(HEIGHT, WIDTH, images(frames), pipeline_frames(golden["distilled"], shot, 5, 1))
 
 
 def test_the_base_model_with_guidance_through_the_server(server, releases, golden):
@@ -148,7 +141,7 @@ def test_the_base_model_with_guidance_through_the_server(server, releases, golde
     job, tracks = shot.job(releases["base"], segment=13, carry=5, guidance=2.5)
     frames, order, end = collect(client, client.submit(job, shot.reference_png, tracks)["job_id"])
     assert end.type == "done" and order == list(range(21))
-    assert_same_frames(images(frames), pipeline_frames(golden["base"], shot, 13, 5, guidance=2.5))
+    assert_same_frames(HEIGHT, WIDTH, images(frames), pipeline_frames(golden["base"], shot, 13, 5, guidance=2.5))
 
 
 def test_bad_jobs_are_refused_by_name_and_nothing_is_stored(server, releases, tmp_path):
@@ -195,7 +188,7 @@ def test_the_command_line_renders_a_driving_folder(tmp_path, releases, golden):
     assert marionette([*common, "--out", str(tmp_path / "out")]) == 0
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == [f"f{101 + i:04d}.png" for i in range(9)]
     plain = read_folder(tmp_path / "out")
-    assert_same_frames(plain, pipeline_frames(golden["base"], shot, 5, 1, guidance=3.0))
+    assert_same_frames(HEIGHT, WIDTH, plain, pipeline_frames(golden["base"], shot, 5, 1, guidance=3.0))
 
     assert marionette([*common, "--color-match", "reference", "--out", str(tmp_path / "matched")]) == 0
     matched = read_folder(tmp_path / "matched")
