@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from marionette.engines.animate_anyone.models import Networks
 from marionette.engines.animate_anyone.pipeline import AnimateAnyonePipeline
 from marionette.models.unets import build_denoising_unet, build_pose_guider, build_reference_unet, ddim_scheduler
-from marionette.models.windows import open_windows
+from marionette.models.windows import closed_loop_windows
 
 # Stable Diffusion 1.5's UNet config (the release reads it from stable-diffusion-v1-5/unet/config.json).
 SD15_UNET = {
@@ -129,7 +129,7 @@ def main() -> int:
 
     seconds, first_frame, memory = timed_generation(pipeline(reference, maps, args.width, args.height, **run),
                                                     device)
-    windows = len(open_windows(args.frames, args.window, args.overlap))
+    windows = len(closed_loop_windows(args.frames, args.window, args.overlap))
     name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device: {name} ({device.type}, {os.cpu_count()} CPU cores), torch {torch.__version__}, {args.dtype}")
     print(f"model: full-size architecture (SD1.5 UNet x2 + AnimateDiff v2 motion modules + pose guider + VAE + "

@@ -22,10 +22,23 @@ TINY_UNET_CONFIG = {
 # AniPortrait's guider needs UNet widths C, 2C, 4C, 4C.
 TINY_ANIPORTRAIT_CONFIG = {**TINY_UNET_CONFIG, "block_out_channels": [32, 64, 128, 128]}
 
+# diffusers AutoencoderKL and transformers CLIPVisionConfig arguments (the goldens' scripts build the
+# same ones in the originals' environment).
+TINY_VAE = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
+                up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=(32, 32, 32, 32), layers_per_block=1,
+                latent_channels=4, norm_num_groups=32, sample_size=64)
 
-def tiny_networks(seed: int = 0, unet_config: dict | None = None, guider: str = "animate-anyone"):
+
+def tiny_clip(projection_dim: int) -> dict:
+    return dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=224,
+                patch_size=32, projection_dim=projection_dim)
+
+
+def tiny_networks(seed: int = 0, unet_config: dict | None = None, guider: str = "animate-anyone",
+                  guider_inner_dim: int | None = 32):
     """Every network of the engine at toy size; all weights random (zero-initialised layers too, so
-    that every part changes the output)."""
+    that every part changes the output). AniPortrait's guider gets transformers of
+    `guider_inner_dim` channels (None: the release's 16 heads of 88)."""
     from diffusers import AutoencoderKL
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -34,13 +47,9 @@ def tiny_networks(seed: int = 0, unet_config: dict | None = None, guider: str = 
 
     torch.manual_seed(seed)
     config = dict(unet_config or (TINY_ANIPORTRAIT_CONFIG if guider == "aniportrait" else TINY_UNET_CONFIG))
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
-                        up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=(32, 32, 32, 32),
-                        layers_per_block=1, latent_channels=4, norm_num_groups=32, sample_size=64)
-    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
-        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=224,
-        patch_size=32, projection_dim=config["cross_attention_dim"]))
-    pose_guider = build_aniportrait_pose_guider(config, inner_dim=32) if guider == "aniportrait" \
+    vae = AutoencoderKL(**TINY_VAE)
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**tiny_clip(config["cross_attention_dim"])))
+    pose_guider = build_aniportrait_pose_guider(config, inner_dim=guider_inner_dim) if guider == "aniportrait" \
         else build_pose_guider(config)
     networks = Networks(vae, encoder, build_reference_unet(config), build_denoising_unet(config), pose_guider,
                         ddim_scheduler())

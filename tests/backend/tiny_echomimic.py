@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from tiny_animate_anyone import TINY_UNET_CONFIG
+from tiny_animate_anyone import TINY_UNET_CONFIG, TINY_VAE
 
 TINY_WHISPER_DIMS = {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 16, "n_audio_head": 2,
                      "n_audio_layer": 4, "n_vocab": 12, "n_text_ctx": 4, "n_text_state": 16, "n_text_head": 2,
@@ -61,7 +61,8 @@ def write_whisper_checkpoint(path: Path, checkpoint: dict) -> Path:
     return path
 
 
-def tiny_networks(seed: int = 0, mode: str = "audio", accelerated: bool = False, whisper_seed: int = 0):
+def tiny_networks(seed: int = 0, mode: str = "audio", accelerated: bool = False, whisper_seed: int = 0,
+                  whisper_dims: dict | None = None):
     """(EchoMimicNetworks, unet config, whisper checkpoint) at toy size; all weights random
     (zero-initialised layers too, so that every part changes the output)."""
     from diffusers import AutoencoderKL
@@ -73,15 +74,13 @@ def tiny_networks(seed: int = 0, mode: str = "audio", accelerated: bool = False,
 
     torch.manual_seed(seed)
     config = dict(TINY_UNET_CONFIG)
-    checkpoint = tiny_whisper_checkpoint(whisper_seed)
+    checkpoint = tiny_whisper_checkpoint(whisper_seed, whisper_dims)
     dims = checkpoint["dims"]
     encoder = WhisperAudioEncoder(**{k: dims[k] for k in ("n_mels", "n_audio_ctx", "n_audio_state", "n_audio_head",
                                                            "n_audio_layer")})
     encoder.load_state_dict({k[len("encoder."):]: v for k, v in checkpoint["model_state_dict"].items()
                              if k.startswith("encoder.")})
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
-                        up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=(32, 32, 32, 32),
-                        layers_per_block=1, latent_channels=4, norm_num_groups=32, sample_size=64)
+    vae = AutoencoderKL(**TINY_VAE)
     networks = EchoMimicNetworks(vae, build_echomimic_reference_unet(config),
                                  build_echomimic_denoising_unet(config, dims["n_audio_state"]),
                                  build_face_locator(config, mode), encoder, ddim_scheduler(), mode, accelerated)

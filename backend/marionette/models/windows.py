@@ -1,22 +1,11 @@
 """Windows over a clip longer than the denoiser's frames: lists of frame indices, in order.
 
-Two kinds, as the reference implementations use them:
-- open (Moore-AnimateAnyone as Marionette runs it): overlapping windows from the first frame, the
-  last one ending at the last frame;
-- closed loop (EchoMimic, AniPortrait): windows that wrap past the end of the clip to its start,
-  shifted by a few frames at every denoising step.
+As the reference implementations' "uniform" context schedule makes them (Moore-AnimateAnyone,
+AniPortrait, EchoMimic): closed-loop windows that wrap past the end of the clip to its start; EchoMimic
+also shifts them by a few frames at every denoising step.
 """
 
 from __future__ import annotations
-
-
-def open_windows(frames: int, window: int, overlap: int) -> list[list[int]]:
-    """Overlapping windows covering 0..frames-1 in order; the last one ends at the last frame."""
-    if frames <= window:
-        return [list(range(frames))]
-    stride = max(1, window - overlap)
-    starts = list(range(0, frames - window, stride)) + [frames - window]
-    return [list(range(start, start + window)) for start in starts]
 
 
 def closed_loop_windows(frames: int, context: int, overlap: int) -> list[list[int]]:
