@@ -1,15 +1,18 @@
-"""Make the aniportrait goldens by running AniPortrait's own inference code, unmodified.
+"""Make the aniportrait and animate-anyone goldens by running the originals' own inference code,
+unmodified: AniPortrait's and Moore-AnimateAnyone's `Pose2VideoPipeline` (the long-video one).
 
-Run in an environment with the original's pinned packages (see README.md here), not the project's:
+Run in an environment with the originals' pinned packages (see README.md here), not the project's:
 
-    python tests/backend/goldens/make_aniportrait.py --original /path/to/AniPortrait --out tests/backend/goldens/data
+    python tests/backend/goldens/make_pose2video.py aniportrait --original /path/to/AniPortrait
+    python tests/backend/goldens/make_pose2video.py animate-anyone --original /path/to/Moore-AnimateAnyone
 
 It builds tiny networks with the original's own classes, fills them with seeded weights (values
 depend only on each tensor's release key name: seeded_weights.py), saves them in the release's
-`pretrained_model/` layout, loads them back and runs `Pose2VideoPipeline` exactly as
-`scripts/vid2vid.py` builds and calls it (the face-landmark extraction before it is replaced by the
-maps saved here as inputs), on the CPU in float32. It records the pose guider's feature levels, every
-denoiser call, every scheduler step and the frames, converted to uint8 as the original saves them.
+`pretrained_model/` layout, loads them back and runs the pipeline exactly as the original's script
+builds and calls it (AniPortrait's `scripts/vid2vid.py`, Moore's `scripts/pose2vid.py`; what comes
+before the pipeline there, landmark extraction or reading a pose video, is replaced by the maps saved
+here as inputs), on the CPU in float32. It records the pose guider's output, every denoiser call,
+every scheduler step and the frames, converted to uint8 as the originals save them.
 """
 
 from __future__ import annotations
@@ -28,12 +31,22 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from recording import Recorder  # noqa: E402
 from seeded_weights import seed_module  # noqa: E402
-from tiny_animate_anyone import TINY_ANIPORTRAIT_CONFIG, TINY_VAE, tiny_clip  # noqa: E402
+from tiny_animate_anyone import TINY_ANIPORTRAIT_CONFIG, TINY_UNET_CONFIG, TINY_VAE, tiny_clip  # noqa: E402
 
 SEED = 0  # of the weights
-CASES = {  # name: frames, width, height (6 frames: one window; 24: two windows, the second wrapping)
-    "aniportrait_6": (6, 128, 128),
-    "aniportrait_24": (24, 64, 128),  # the reference map's coarsest guider level keeps 2 values (BatchNorm)
+ORIGINALS = {
+    "aniportrait": {
+        "unet_config": TINY_ANIPORTRAIT_CONFIG,  # its guider needs widths C, 2C, 4C, 4C
+        # name: frames, width, height. 6 frames: one window of 16; 24: two, the second wrapping
+        # around. 128 px high: the reference map's coarsest guider level keeps 2 values (BatchNorm).
+        "cases": {"aniportrait_6": (6, 128, 128), "aniportrait_24": (24, 64, 128)},
+    },
+    "animate-anyone": {
+        "unet_config": TINY_UNET_CONFIG,
+        # One window of 24 (the loop is AniPortrait's, whose goldens cover several). 96 px: the
+        # denoiser's coarsest blocks keep 2x2 values for their GroupNorms of 2 channels a group.
+        "cases": {"animate_anyone_8": (8, 96, 96)},
+    },
 }
 STEPS, GUIDANCE, NOISE_SEED = 3, 3.5, 42
 
@@ -65,13 +78,21 @@ def make_inputs(frames: int, width: int, height: int, rng: np.random.Generator) 
                                                                                      for _ in range(frames)])}
 
 
-def write_release_folder(folder: Path, unet_config: dict) -> dict[str, list[str]]:
+def build_pose_guider(original: str, channels: int):
+    """As the original's script builds it."""
+    from src.models.pose_guider import PoseGuider
+
+    if original == "aniportrait":
+        return PoseGuider(noise_latent_channels=channels, use_ca=True)
+    return PoseGuider(channels, block_out_channels=(16, 32, 96, 256))
+
+
+def write_release_folder(folder: Path, unet_config: dict, original: str) -> dict[str, list[str]]:
     """The release's pretrained_model/ layout with seeded weights; the key names of each .pth."""
     from diffusers import AutoencoderKL
     from omegaconf import OmegaConf
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from src.models.pose_guider import PoseGuider
     from src.models.unet_2d_condition import UNet2DConditionModel
     from src.models.unet_3d import UNet3DConditionModel
 
@@ -90,21 +111,20 @@ def write_release_folder(folder: Path, unet_config: dict) -> dict[str, list[str]
         "denoising_unet.pth": {k: v for k, v in state.items() if "motion_modules" not in k},
         "motion_module.pth": {k: v for k, v in state.items() if "motion_modules" in k and not k.endswith(".pe")},
         "reference_unet.pth": seed_module(UNet2DConditionModel.from_config(unet_config), SEED).state_dict(),
-        "pose_guider.pth": seed_module(PoseGuider(noise_latent_channels=unet_config["block_out_channels"][0],
-                                                  use_ca=True), SEED).state_dict(),
+        "pose_guider.pth": seed_module(build_pose_guider(original, unet_config["block_out_channels"][0]),
+                                       SEED).state_dict(),
     }
     for name, file_state in files.items():
         torch.save(file_state, folder / name)
     return {name: sorted(file_state) for name, file_state in files.items()}
 
 
-def load_pipeline(folder: Path, channels: int):
-    """As scripts/vid2vid.py builds it (float32, CPU)."""
+def load_pipeline(folder: Path, channels: int, original: str):
+    """As the original's script builds it (float32, CPU)."""
     from diffusers import AutoencoderKL, DDIMScheduler
     from omegaconf import OmegaConf
     from transformers import CLIPVisionModelWithProjection
 
-    from src.models.pose_guider import PoseGuider
     from src.models.unet_2d_condition import UNet2DConditionModel
     from src.models.unet_3d import UNet3DConditionModel
     from src.pipelines.pipeline_pose2vid_long import Pose2VideoPipeline
@@ -117,7 +137,7 @@ def load_pipeline(folder: Path, channels: int):
     denoising_unet = UNet3DConditionModel.from_pretrained_2d(
         folder / "stable-diffusion-v1-5", folder / "motion_module.pth", subfolder="unet",
         unet_additional_kwargs=infer_config.unet_additional_kwargs).to(dtype=dtype, device=device)
-    pose_guider = PoseGuider(noise_latent_channels=channels, use_ca=True).to(device=device, dtype=dtype)
+    pose_guider = build_pose_guider(original, channels).to(device=device, dtype=dtype)
     image_enc = CLIPVisionModelWithProjection.from_pretrained(folder / "image_encoder").to(dtype=dtype, device=device)
     scheduler = DDIMScheduler(**OmegaConf.to_container(infer_config.noise_scheduler_kwargs))
     denoising_unet.load_state_dict(torch.load(folder / "denoising_unet.pth", map_location="cpu"), strict=False)
@@ -128,32 +148,43 @@ def load_pipeline(folder: Path, channels: int):
     return pipe.to(device, dtype=dtype)
 
 
-def run_case(pipe, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def run_case(pipe, inputs: dict[str, np.ndarray], original: str) -> dict[str, np.ndarray]:
     from PIL import Image
 
     frames, height, width = inputs["maps"].shape[:3]
     recorder = Recorder()
     recorder.watch(pipe.image_encoder, "clip", lambda i, o: o.image_embeds)
     recorder.watch(pipe.reference_unet, "reference_latents", lambda i, o: i[0][:1])
-    recorder.watch(pipe.pose_guider, "guider", lambda i, o: [level[0] for level in o])  # halves are equal
+    if original == "aniportrait":  # five levels, each (2, C, frames, h, w); the guidance halves are equal
+        recorder.watch(pipe.pose_guider, "guider", lambda i, o: [level[0] for level in o])
+    else:  # one level, (1, C, frames, h, w) for the whole clip
+        recorder.watch(pipe.pose_guider, "guider", lambda i, o: [o[0]])
     recorder.watch(pipe.denoising_unet, "denoiser", lambda i, o: o[0])
     recorder.watch_steps(pipe.scheduler)
     generator = torch.manual_seed(NOISE_SEED)
-    video = pipe(Image.fromarray(inputs["reference"]), inputs["maps"], inputs["reference_pose"], width, height,
-                 frames, STEPS, GUIDANCE, generator=generator).videos
+    if original == "aniportrait":  # scripts/vid2vid.py: the maps as a numpy array, and the reference's map
+        video = pipe(Image.fromarray(inputs["reference"]), inputs["maps"], inputs["reference_pose"], width, height,
+                     frames, STEPS, GUIDANCE, generator=generator).videos
+    else:  # scripts/pose2vid.py: the maps as PIL images (frames of the pose video)
+        video = pipe(Image.fromarray(inputs["reference"]), [Image.fromarray(m) for m in inputs["maps"]], width,
+                     height, frames, STEPS, GUIDANCE, generator=generator).videos
     # As src/utils/util.py save_videos_grid converts a frame: (x * 255).numpy().astype(np.uint8).
     saved = (video[0].permute(1, 2, 3, 0) * 255).numpy().astype(np.uint8)
     arrays = recorder.arrays()
     windows = len(recorder.calls["denoiser"]) // STEPS
     # The guider sees the same batches at every step: keep the first step's windows.
     arrays = {k: v for k, v in arrays.items() if not k.startswith("guider/") or int(k.split("/")[1]) < windows}
+    if original != "aniportrait":
+        inputs = {k: v for k, v in inputs.items() if k != "reference_pose"}
     return {**{f"input/{k}": v for k, v in inputs.items()}, **arrays, "frames": saved}
 
 
 def main() -> None:
     global ORIGINAL
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--original", type=Path, required=True, help="a checkout of Zejun-Yang/AniPortrait")
+    parser.add_argument("name", choices=ORIGINALS)
+    parser.add_argument("--original", type=Path, required=True,
+                        help="a checkout of Zejun-Yang/AniPortrait or MooreThreads/Moore-AnimateAnyone")
     parser.add_argument("--out", type=Path, default=HERE / "data")
     args = parser.parse_args()
     ORIGINAL = args.original.resolve()
@@ -161,19 +192,20 @@ def main() -> None:
     import_shim()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    config = dict(TINY_ANIPORTRAIT_CONFIG)
+    spec = ORIGINALS[args.name]
+    config = dict(spec["unet_config"])
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / "pretrained_model"
-        keys = write_release_folder(folder, config)
-        pipe = load_pipeline(folder, config["block_out_channels"][0])
+        keys = write_release_folder(folder, config, args.name)
+        pipe = load_pipeline(folder, config["block_out_channels"][0], args.name)
         rng = np.random.default_rng(2026)
-        for name, (frames, width, height) in CASES.items():
-            arrays = run_case(pipe, make_inputs(frames, width, height, rng))
+        for name, (frames, width, height) in spec["cases"].items():
+            arrays = run_case(pipe, make_inputs(frames, width, height, rng), args.name)
             np.savez_compressed(args.out / f"{name}.npz", **arrays)
             print(name, {k: v.shape for k, v in arrays.items() if not k.startswith(("guider", "denoiser", "step"))})
     settings = {"weights_seed": SEED, "steps": STEPS, "guidance": GUIDANCE, "seed": NOISE_SEED,
-                "cases": CASES, "unet_config": config, "release_keys": keys}
-    (args.out / "aniportrait.json").write_text(json.dumps(settings, indent=1) + "\n")
+                "cases": spec["cases"], "unet_config": config, "release_keys": keys}
+    (args.out / f"{args.name.replace('-', '_')}.json").write_text(json.dumps(settings, indent=1) + "\n")
 
 
 if __name__ == "__main__":
