@@ -34,18 +34,23 @@ from tiny_audio2mesh import save_release, tiny_model
 save_release(tiny_model(seed=2), root / "audio2mesh")
 from tiny_wan_animate_2 import save_tiny_release as save_tiny_wan_animate_2
 save_tiny_wan_animate_2(root / "wan-animate-2", "distilled")
+from tiny_animate_anyone import tiny_networks as tiny_pose2video
+from marionette.engines.animate_anyone.weights import save_release_layout as save_pose2video
+networks, config = tiny_pose2video(seed=3, guider="aniportrait")
+save_pose2video(networks, config, root / "aniportrait")
 """
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """Folders of tiny releases: wan-animate/, echomimic/ (audio and pose), audio2mesh/, wan-animate-2/
-    (distilled)."""
+    (distilled), aniportrait/."""
     root = tmp_path_factory.mktemp("weights")
     process = subprocess.run([BACKEND_PYTHON, "-c", BUILD_WEIGHTS, str(root)], cwd=ROOT, capture_output=True,
                              text=True, timeout=600)
     assert process.returncode == 0, process.stderr[-3000:]
-    return {name: str(root / name) for name in ("wan-animate", "echomimic", "audio2mesh", "wan-animate-2")}
+    return {name: str(root / name) for name in ("wan-animate", "echomimic", "audio2mesh", "wan-animate-2",
+                                                "aniportrait")}
 
 
 @pytest.fixture(scope="module")
@@ -437,6 +442,27 @@ def test_echomimic_animates_to_the_scene_sound_in_audio_and_pose_mode(tmp_path, 
     for frame, check in result["faces"].items():
         assert check["echomimic-face"] and not check["aniportrait-face"] and check["lit"] > 0, (frame, check)
     assert result["pose_frames"] == expected and result["pose_strip"]["span"] == [1, 6]
+
+
+def case_aniportrait_windows_wrapping_around(tmp, port, token_file, weights, store):
+    scene = _demo(tmp, port, token_file, frames=5, engine="aniportrait")
+    # Windows of 2 overlapping by 1: [0 1] [1 2] [2 3] [3 4] [4 0], as the original's context schedule
+    # makes them, so the shot's first frame is final last and arrives after the others.
+    _set(scene, "aniportrait", weights=weights, steps=2, window=2, overlap=1)
+    outcome = _generate()
+    stored = sorted((Path(_job(store, scene)["folder"]) / "frames").glob("*.png"), key=lambda p: p.stat().st_mtime_ns)
+    return {"outcome": outcome, "frames": _names(Path(tmp) / "marionette" / "frames"),
+            "strip": _strip_info(scene, "Marionette frames"), "stored_order": [p.name for p in stored]}
+
+
+def test_aniportrait_frames_arriving_out_of_order_fill_the_strip(tmp_path, backend, weights):
+    result = _run(case_aniportrait_windows_wrapping_around, tmp_path, backend, weights=weights["aniportrait"],
+                  store=backend["store"])
+    expected = [f"{frame:06d}.png" for frame in range(1, 6)]
+    assert result["outcome"] == ["FINISHED"], result["outcome"]
+    assert result["stored_order"][-1] == "000000.png", result["stored_order"]  # the job's first frame came last
+    assert result["frames"] == expected
+    assert result["strip"]["span"] == [1, 5] and result["strip"]["elements"] == expected
 
 
 def case_lip_sync_through_the_backend(tmp, port, token_file, weights):
