@@ -98,3 +98,50 @@ def test_equal_to_the_original_stage_by_stage(release_folder, variant):
     assert_steps_within_rounding(got["step"], golden)
 
     assert_frames_within_one_level(frames, golden["frames"])
+
+
+FACE_BOX = "28,17,68,67"  # a detector's box that the release enlarges by 10% a side: the golden's mask
+
+
+def test_face_box_gives_the_golden_mask():
+    from marionette.engines.echomimic.face_mask import face_box_mask
+
+    golden = np.load(DATA / "echomimic_audio.npz")
+    box = tuple(float(v) for v in FACE_BOX.split(","))
+    assert np.array_equal(face_box_mask(SETTINGS["width"], SETTINGS["height"], box), golden["input/face_mask"])
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_the_render_command_gives_the_original_frames(release_folder, variant, tmp_path):
+    """What a user gets: the engine run by `marionette render` from files (a 16-bit WAV, PNGs)."""
+    import subprocess
+    import sys
+    import wave
+
+    from marionette.images import decode_image, encode_png
+
+    golden = np.load(DATA / f"{variant}.npz")
+    settings = SETTINGS["variants"][variant]
+    mode, accelerated = VARIANTS[variant]
+    audio = np.load(DATA / "echomimic_audio.npz")["input/audio"]
+    with wave.open(str(tmp_path / "line.wav"), "wb") as handle:
+        handle.setnchannels(1), handle.setsampwidth(2), handle.setframerate(16000)
+        handle.writeframes(np.round(audio * 32768).astype("<i2").tobytes())
+    (tmp_path / "reference.png").write_bytes(encode_png(golden["input/reference"]))
+    face = ["--face-box", FACE_BOX]
+    if mode == "pose":
+        (tmp_path / "maps").mkdir()
+        for index, image in enumerate(golden["input/maps"]):
+            (tmp_path / "maps" / f"{index:06d}.png").write_bytes(encode_png(image))
+        face = ["--maps", str(tmp_path / "maps")]
+    command = [sys.executable, "-m", "marionette.cli", "render", "--engine", "echomimic", "--weights",
+               str(release_folder), "--reference", str(tmp_path / "reference.png"), "--audio",
+               str(tmp_path / "line.wav"), "--fps", str(SETTINGS["fps"]), "--frames", str(SETTINGS["frames"]), *face,
+               "--width", str(SETTINGS["width"]), "--height", str(SETTINGS["height"]), "--steps",
+               str(settings["steps"]), "--guidance", str(settings["guidance"]), "--seed", str(SETTINGS["seed"]),
+               "--device", "cpu", "--settings", json.dumps({"mode": mode, "accelerated": accelerated}),
+               "--out", str(tmp_path / "out")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    frames = np.stack([decode_image(path.read_bytes()) for path in sorted((tmp_path / "out").glob("*.png"))])
+    assert_frames_within_one_level(frames, golden["frames"])

@@ -30,24 +30,35 @@ WINDOW = {"aniportrait": 16, "animate-anyone": 24}  # the originals' context_fra
 
 
 @pytest.fixture(scope="module")
-def pipelines(tmp_path_factory):
-    """guider -> a pipeline on the golden's weights, written by Marionette's own code in the release
-    layout and loaded back (each built once, when first asked for)."""
-    built = {}
+def folders(tmp_path_factory):
+    """guider -> the golden's weights, written by Marionette's own code in the release layout (each
+    folder made once, when first asked for)."""
+    made = {}
 
-    def pipeline(guider: str) -> AnimateAnyonePipeline:
-        if guider not in built:
+    def folder(guider: str) -> Path:
+        if guider not in made:
             settings = SETTINGS[guider]
-            folder = tmp_path_factory.mktemp("pretrained_model")
+            made[guider] = tmp_path_factory.mktemp("pretrained_model")
             seed = settings["weights_seed"]
             networks, config = tiny_networks(unet_config=settings["unet_config"], guider=guider,
                                              guider_inner_dim=None)  # AniPortrait's: the release's 16 heads of 88
             seed_module(networks.vae, seed)
             seed_module(networks.image_encoder, seed)
-            save_release_layout(networks, config, folder)
+            save_release_layout(networks, config, made[guider])
             for name, keys in settings["release_keys"].items():
-                assert reseed_checkpoint(folder / name, seed) == keys, f"{name}: other key names than the release"
-            built[guider] = AnimateAnyonePipeline(load_networks(folder, guider), guider=guider)
+                assert reseed_checkpoint(made[guider] / name, seed) == keys, f"{name}: other key names than the release"
+        return made[guider]
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pipelines(folders):
+    """guider -> a pipeline loaded from its golden's weights folder (each built once)."""
+    built = {}
+
+    def pipeline(guider: str) -> AnimateAnyonePipeline:
+        if guider not in built:
+            built[guider] = AnimateAnyonePipeline(load_networks(folders(guider), guider), guider=guider)
         return built[guider]
     return pipeline
 
@@ -129,3 +140,28 @@ def test_equal_to_the_original_stage_by_stage(pipelines, guider, case):
     assert_frames_within_one_level(got_frames, golden["frames"])
     if windows > 1:  # the second window wraps: its last frames are the clip's first, which come last
         assert order[-4:] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(("guider", "case"), CASES)
+def test_the_render_command_gives_the_original_frames(folders, guider, case, tmp_path):
+    """What a user gets: the engine run by `marionette render` from PNG files, its default windows."""
+    import subprocess
+    import sys
+
+    from marionette.images import decode_image, encode_png
+
+    settings, golden = SETTINGS[guider], np.load(DATA / f"{case}.npz")
+    (tmp_path / "maps").mkdir()
+    for index, image in enumerate(golden["input/maps"]):
+        (tmp_path / "maps" / f"{index:06d}.png").write_bytes(encode_png(image))
+    (tmp_path / "reference.png").write_bytes(encode_png(golden["input/reference"]))
+    height, width = golden["input/maps"].shape[1:3]
+    command = [sys.executable, "-m", "marionette.cli", "render", "--engine", guider, "--weights", str(folders(guider)),
+               "--reference", str(tmp_path / "reference.png"), "--maps", str(tmp_path / "maps"), "--width",
+               str(width), "--height", str(height), "--steps", str(settings["steps"]), "--guidance",
+               str(settings["guidance"]), "--seed", str(settings["seed"]), "--device", "cpu", "--out",
+               str(tmp_path / "out")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    frames = np.stack([decode_image(path.read_bytes()) for path in sorted((tmp_path / "out").glob("*.png"))])
+    assert_frames_within_one_level(frames, golden["frames"])

@@ -71,7 +71,10 @@ def make_inputs(rng: np.random.Generator) -> dict[str, np.ndarray]:
     t = np.arange(16000) / 16000
     voice = sum(np.sin(2 * np.pi * f * t) / k for k, f in enumerate((140, 280, 420, 910, 2300), start=1))
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2
-    audio = (0.3 * envelope * voice + 0.02 * rng.standard_normal(t.shape)).astype(np.float32)
+    # 16-bit samples, as a WAV file holds them (and the original's ffmpeg reading gives: int16 / 32768),
+    # so that the engine can be run on the same sound from a file.
+    audio = np.round((0.3 * envelope * voice + 0.02 * rng.standard_normal(t.shape)) * 32768) / 32768
+    audio = audio.astype(np.float32)
     return {"reference": reference, "face_mask": mask, "maps": np.stack([sparse_map() for _ in range(FRAMES)]),
             "audio": audio}
 
