@@ -32,9 +32,7 @@ FRAMES = "frames"  # <output_dir>/frames/<frame:06d>.png: the generated frames
 
 class GenerateJob(Job):
     """One Generate (or Resume) run; see the module docstring. After it ended: `result` ("done",
-    "cancelled" or the error), `failed`, `received` (the frames the strip spans: from the first to the
-    last that arrived) and `arrived` (the frames on disk). Engines whose windows wrap around the clip
-    send a shot's first frames last, so the two differ while frames stream in."""
+    "cancelled" or the error), `failed`, `received` (frames on disk from the first, without a gap)."""
 
     label = "a generation"
 
@@ -48,7 +46,6 @@ class GenerateJob(Job):
         self.map_job: ControlMapJob | None = None
         self.render_jobs: list = []  # after the maps, in turn: the background plate, rendered face crops
         self.received = 0
-        self.arrived: set[int] = set()
         self.total = 0
         self.job_id: str | None = None
         self.result: str | None = None  # "done", "cancelled" or the error message
@@ -66,7 +63,6 @@ class GenerateJob(Job):
             self.total = settings.last_job_frame_count
             self.job_id = settings.last_job_id
             self.received = _frames_on_disk(self.output_dir / FRAMES, self.frame_start, self.total)
-            self.arrived = set(range(self.received))
             plan = StreamPlan(backend, self.output_dir / FRAMES, resume_job_id=self.job_id,
                               resume_from=self.received, auto_start=auto_start)
         else:
@@ -90,7 +86,7 @@ class GenerateJob(Job):
             return 0.2 * self.map_job.progress
         if self.phase == "render" and self.render_jobs:
             return 0.2 * self.render_jobs[0].progress
-        return 0.2 + 0.8 * (len(self.arrived) / self.total if self.total else 0.0)
+        return 0.2 + 0.8 * (self.received / self.total if self.total else 0.0)
 
     @property
     def status(self) -> str:
@@ -100,7 +96,7 @@ class GenerateJob(Job):
             return "control maps"
         if self.phase == "render" and self.render_jobs:
             return self.render_jobs[0].status  # e.g. "driving video (mannequin) 12/48"
-        return f"frame {len(self.arrived)}/{self.total}" if self.total else "waiting for the backend"
+        return f"frame {self.received}/{self.total}" if self.total else "waiting for the backend"
 
     def step(self, budget: float) -> bool:
         """Draw or render for up to `budget` seconds, or take in what the worker reported; False once
@@ -134,8 +130,8 @@ class GenerateJob(Job):
         if self.failed:
             raise GenerationError(f"Generate failed: {self.result}")
         if self.result == "cancelled":
-            return Outcome(f"Generate cancelled; {len(self.arrived)} frames kept", cancelled=True)
-        return Outcome(f"Generated {len(self.arrived)} frames into {self.output_dir / FRAMES}")
+            return Outcome(f"Generate cancelled; {self.received} frames kept", cancelled=True)
+        return Outcome(f"Generated {self.received} frames into {self.output_dir / FRAMES}")
 
     def cancel(self) -> None:
         """Esc: stop the control maps, or ask the backend to cancel the job; frames so far stay."""
@@ -177,7 +173,6 @@ class GenerateJob(Job):
             self.phase = "stream"
         elif kind == "frame":
             self.received = max(self.received, event[1] + 1)
-            self.arrived.add(event[1])
             self.extra_passes.update(event[2])
             self.pending_strip = True
         elif kind in ("done", "cancelled"):

@@ -447,7 +447,7 @@ def test_echomimic_animates_to_the_scene_sound_in_audio_and_pose_mode(tmp_path, 
 def case_aniportrait_windows_wrapping_around(tmp, port, token_file, weights, store):
     scene = _demo(tmp, port, token_file, frames=5, engine="aniportrait")
     # Windows of 2 overlapping by 1: [0 1] [1 2] [2 3] [3 4] [4 0], as the original's context schedule
-    # makes them, so the shot's first frame is final last and arrives after the others.
+    # makes them: the shot's first frame is final last (the backend still streams frames in order).
     _set(scene, "aniportrait", weights=weights, steps=2, window=2, overlap=1)
     outcome = _generate()
     stored = sorted((Path(_job(store, scene)["folder"]) / "frames").glob("*.png"), key=lambda p: p.stat().st_mtime_ns)
@@ -455,7 +455,7 @@ def case_aniportrait_windows_wrapping_around(tmp, port, token_file, weights, sto
             "strip": _strip_info(scene, "Marionette frames"), "stored_order": [p.name for p in stored]}
 
 
-def test_aniportrait_frames_arriving_out_of_order_fill_the_strip(tmp_path, backend, weights):
+def test_aniportrait_wrapping_windows_fill_the_strip(tmp_path, backend, weights):
     result = _run(case_aniportrait_windows_wrapping_around, tmp_path, backend, weights=weights["aniportrait"],
                   store=backend["store"])
     expected = [f"{frame:06d}.png" for frame in range(1, 6)]
