@@ -54,7 +54,7 @@ endif
 .venv/.installed: pyproject.toml
 	$(PYTHON) -m venv .venv
 	$(BACKEND_PY) -m pip install -q --upgrade pip
-	$(BACKEND_PY) -m pip install -q -e ".[diffusion,test]"
+	$(BACKEND_PY) -m pip install -q -e ".[diffusion,cluster,test]"
 	touch $@
 
 extension: $(ZIP)

@@ -82,6 +82,9 @@ def build_parser(registry: EngineRegistry | None, engine_name: str = "warp") -> 
     serve.add_argument("--max-in-flight", type=int, default=ServerLimits.in_flight // MiB, metavar="MIB",
                        help="MiB of messages the server receives at once, all clients together; a larger upload "
                             "waits with a 'busy' error (default: %(default)s)")
+    serve.add_argument("--cluster", metavar="ADDRESS",
+                       help="run the jobs on a Ray cluster, side by side: its address (host:port of `ray start "
+                            "--head`, ray://host:port, auto), or local (a cluster of this machine)")
 
     add_render_parser(commands, registry.engines.get(engine_name) if registry is not None else None)
 
@@ -90,6 +93,7 @@ def build_parser(registry: EngineRegistry | None, engine_name: str = "warp") -> 
     engines.add_argument("name", nargs="?", help="only this engine")
     engines.add_argument("--weights", type=Path, help="check this folder as the engine's weights")
     engines.add_argument("--json", action="store_true", help="the listing as JSON")
+    engines.add_argument("--cluster", metavar="ADDRESS", help="also list this Ray cluster's capacity and workers")
 
     convert = commands.add_parser("convert-weights",
                                   help="write a .safetensors twin of each .pth/.pt checkpoint of a weights folder "
@@ -126,9 +130,18 @@ def run_server(args) -> int:
                  args.host, port, args.token_file, args.store)
         print(f"READY {port}", flush=True)
 
+    cluster = None
+    if args.cluster:
+        from .cluster import ClusterError, ClusterPool
+
+        try:
+            cluster = ClusterPool(args.cluster)
+        except ClusterError as error:
+            raise JobError(str(error)) from None
+        log.info("jobs run on the Ray cluster at %s: %s", args.cluster, cluster.status()["summary"])
     try:
         asyncio.run(serve(args.store, token, args.host, args.port, ready,
-                          ServerLimits(in_flight=args.max_in_flight * MiB)))
+                          ServerLimits(in_flight=args.max_in_flight * MiB), cluster))
     except KeyboardInterrupt:
         pass
     return 0
@@ -147,11 +160,21 @@ def list_engines(args, registry: EngineRegistry) -> int:
             entry["weights"] = _weights_status(engine, args.weights)
         listing.append(entry)
     unavailable = [engine.to_json() for name, engine in registry.unavailable.items() if args.name in (None, name)]
+    cluster = None
+    if args.cluster:
+        from .cluster import ClusterError, ClusterPool
+
+        try:
+            cluster = ClusterPool(args.cluster).status()
+        except ClusterError as error:
+            raise JobError(str(error)) from None
     if args.json:
-        print(json.dumps({"engines": listing, "unavailable_engines": unavailable}, indent=1))
+        print(json.dumps({"engines": listing, "unavailable_engines": unavailable,
+                          **({"cluster": cluster} if cluster else {})}, indent=1))
         return 0
     for entry in listing:
-        print(f"{entry['name']}  ({entry['device']}{', needs weights' if entry['needs_weights'] else ''}): "
+        needs = f", a run holds 1 GPU of {entry['gpu_memory_gib']:g} GiB" if entry["gpus"] else ""
+        print(f"{entry['name']}  ({entry['device']}{', needs weights' if entry['needs_weights'] else ''}{needs}): "
               f"{entry['description']}")
         for spec in entry["inputs"]:
             style = f" {spec['style']}" if spec["style"] else ""
@@ -165,6 +188,11 @@ def list_engines(args, registry: EngineRegistry) -> int:
             print(f"    weights {args.weights}: {entry['weights']['status']}")
     for entry in unavailable:
         print(f"{entry['name']}  (unavailable): {entry['reason']}")
+    if cluster:
+        print(f"{cluster['summary']} ({cluster['nodes']} nodes at {cluster['address']})")
+        for worker in cluster["workers"]:
+            gpu = f", {worker['gpu']['name']} {worker['gpu']['memory_gib']} GiB" if worker["gpu"] else ""
+            print(f"    {worker['engine']} on {worker['host']}{gpu}: {'busy' if worker['busy'] else 'free'}")
     return 0
 
 

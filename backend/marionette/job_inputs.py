@@ -154,17 +154,19 @@ def check_images(reference: bytes, tracks: dict[str, Sequence], limits: Limits) 
 
 
 def prepare_inputs(spec: dict, engine: Engine, reference: bytes, reference_pose: dict, poses: list[dict],
-                   tracks: dict[str, Sequence], audio, limits: Limits, state_dir: Path | None = None) -> JobInputs:
+                   tracks: dict[str, Sequence], audio, limits: Limits, state_dir: Path | None = None,
+                   engine_check: bool = True) -> JobInputs:
     """The inputs of a validated job as the engine reads them, after its own check (weights files, the
-    tracks its mode needs, the device): decoding the reference, every pose, the first image of each
-    track and the sound proves the job readable before it is queued or run."""
+    tracks its mode needs, the device; skipped with engine_check=False, where another machine runs the
+    job): decoding the reference, every pose, the first image of each track and the sound proves the
+    job readable before it is queued or run."""
     try:
         inputs = build_inputs(reference, reference_pose, poses, tracks, spec["width"], spec["height"],
                               spec["settings"], info=engine.info, text=spec["text"], audio=audio, fps=spec["fps"],
                               state_dir=state_dir, max_side=limits.max_side, max_pixels=limits.max_pixels)
         for track in inputs.tracks.values():
             track[0]  # noqa: B018 -- decodes it: a job with an unreadable track fails now, not mid-run
-        check = getattr(engine, "check", None)  # optional: engines that can tell early
+        check = getattr(engine, "check", None) if engine_check else None  # optional: engines that can tell early
         if check is not None:
             check(inputs)
     except ImageLimitError as error:

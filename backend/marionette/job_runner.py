@@ -1,5 +1,6 @@
-"""Jobs while the server runs: the queue, the worker that runs them one at a time (one device), and
-the streams that send a job's frames to every client following it.
+"""Jobs while the server runs: the queue, what runs them (here one at a time, on this machine's
+device; with a cluster, side by side on its workers: cluster.py), and the streams that send a job's
+frames to every client following it.
 
 Frames go to the job store as the engine makes them; each stream sends a job's frames from the
 store in order, at its client's pace: a slow client holds back nobody, and one that drops and
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,14 +38,20 @@ class LiveJob:
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     version: int = 0  # bumped on every new frame or state change
     error: str | None = None
+    runs: list = field(default_factory=list)  # on a cluster: each worker the job ran on, and when
 
 
 class JobRunner:
-    def __init__(self, store: JobStore, engines: EngineRegistry, limits: Limits):
-        self.store, self.engines, self.limits = store, engines, limits
+    def __init__(self, store: JobStore, engines: EngineRegistry, limits: Limits, cluster=None):
+        """`cluster`: a cluster.ClusterPool to run jobs on, side by side; None: here, one at a time."""
+        self.store, self.engines, self.limits, self.cluster = store, engines, limits, cluster
         self.jobs: dict[str, LiveJob] = {}
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self._worker: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        # Cluster jobs wait for a worker on threads of their own, not on the loop's default pool.
+        self._threads = ThreadPoolExecutor(max_workers=64, thread_name_prefix="marionette-job") \
+            if cluster is not None else None
 
     def start(self) -> None:
         for job_id in self.store.unfinished():  # a restarted backend takes its jobs up again
@@ -56,8 +64,12 @@ class JobRunner:
     def close(self) -> None:
         for job in self.jobs.values():
             job.stop.set()
+            if self.cluster is not None:
+                self.cluster.stop(job.job_id)
         if self._worker:
             self._worker.cancel()
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
 
     def enqueue(self, job_id: str, total: int) -> LiveJob:
         live = self.jobs[job_id] = LiveJob(job_id, total, "queued")
@@ -68,6 +80,8 @@ class JobRunner:
         live = self.jobs.get(job_id)
         if live is not None and live.state not in FINISHED:
             live.stop.set()
+            if self.cluster is not None:
+                await asyncio.to_thread(self.cluster.stop, job_id)
             if live.state == "queued":
                 await self._finish(live, "cancelled")
 
@@ -124,57 +138,94 @@ class JobRunner:
     async def _finish(self, live: LiveJob, state: str, error: str | None = None) -> None:
         live.state, live.error = state, error
         extra = {"error": error} if error else {}
+        if live.runs:
+            extra["runs"] = live.runs
         self.store.set_status(live.job_id, state, **extra)
         await self._notify(live)
 
-    # --- the job worker (one device) ------------------------------------------------------
+    # --- running jobs ----------------------------------------------------------------------
 
     async def _run_jobs(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             job_id = await self.queue.get()
             live = self.jobs[job_id]
             if live.state in FINISHED:
                 continue
-            live.state = "running"
-            self.store.set_status(job_id, "running")
-            await self._notify(live)
-            try:
-                await asyncio.to_thread(self._render, job_id, live, loop)
-            except (EngineError, ImageError, JobError) as error:
-                await self._finish(live, "failed", str(error))
-                continue
-            except Exception as error:  # an engine bug fails the job, not the server
-                log.exception("job %s failed", job_id)
-                await self._finish(live, "failed", f"engine error: {error}")
-                continue
-            await self._finish(live, "cancelled" if live.stop.is_set() else "done")
+            if self.cluster is None:
+                await self._run_job(job_id, live)  # one device: one job at a time
+            else:  # side by side: the cluster has as many workers as it has room for
+                task = asyncio.create_task(self._run_job(job_id, live))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _run_job(self, job_id: str, live: LiveJob) -> None:
+        loop = asyncio.get_running_loop()
+        live.state = "running"
+        self.store.set_status(job_id, "running")
+        await self._notify(live)
+        try:
+            await loop.run_in_executor(self._threads, self._render, job_id, live, loop)
+        except (EngineError, ImageError, JobError) as error:
+            await self._finish(live, "failed", str(error))
+            return
+        except Exception as error:  # an engine bug (or a cluster's failure) fails the job, not the server
+            log.exception("job %s failed", job_id)
+            await self._finish(live, "failed", f"{'cluster' if self.cluster else 'engine'} error: {error}")
+            return
+        await self._finish(live, "cancelled" if live.stop.is_set() else "done")
 
     def _render(self, job_id: str, live: LiveJob, loop: asyncio.AbstractEventLoop) -> None:
-        """Worker thread: run the engine from the first missing frame. Each frame is encoded and
-        stored on a second thread, in order, while the engine works on the next one."""
+        """Worker thread: run the engine from the first missing frame, here or on the cluster."""
         spec = self.store.spec(job_id)
         engine = self.engines.get(spec["engine"])
         start = self.store.first_missing_frame(job_id)
         if start >= live.total:
             return
         inputs = self.store.load_inputs(job_id, engine.info, self.limits.max_side, self.limits.max_pixels)
+        if self.cluster is None:
+            self._store_frames(job_id, live, loop, engine.render(inputs, start, live.stop), encoded=False)
+            return
+        from .cluster import ClusterError, engine_name, job_frames, run_needs
 
+        def on_worker(worker: dict) -> None:  # the status says where the job runs (and ran)
+            if live.runs:
+                live.runs[-1]["ended"] = time.time()
+            live.runs.append({"node": worker["node"], "host": worker["host"], "started": time.time()})
+            self.store.set_status(job_id, "running", runs=live.runs)
+
+        frames = job_frames(self.cluster, engine_name(engine), run_needs(engine.info, spec["settings"]), job_id, inputs,
+                            start, live.total, live.stop, on_worker)
+        try:
+            self._store_frames(job_id, live, loop, frames, encoded=True)
+        except ClusterError as error:
+            raise JobError(str(error)) from None
+        finally:
+            if live.runs:
+                live.runs[-1]["ended"] = time.time()
+
+    def _store_frames(self, job_id: str, live: LiveJob, loop: asyncio.AbstractEventLoop, outputs,
+                      encoded: bool) -> None:
+        """Store each (index, image, extras) the engine yields, on a second thread, in order, while
+        the engine works on the next one; images as arrays (encoded here) or PNG bytes."""
         def store_frame(index: int, image, extras: dict) -> None:
-            self.store.write_frame(job_id, index, encode_png(image),
-                                   {name: encode_png(extra) for name, extra in extras.items()})
+            if not encoded:
+                image, extras = encode_png(image), {name: encode_png(extra) for name, extra in extras.items()}
+            self.store.write_frame(job_id, index, image, extras)
             asyncio.run_coroutine_threadsafe(self._notify(live), loop)
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="marionette-store") as writer:
             pending: deque[Future] = deque()
             try:
-                for output in engine.render(inputs, start, live.stop):
+                for output in outputs:
                     index, image, extras = output if len(output) == 3 else (*output, {})
                     pending.append(writer.submit(store_frame, index, image, extras))
                     while len(pending) > 2 or (pending and pending[0].done()):
                         pending.popleft().result()
                     if live.stop.is_set():
-                        return
+                        break
+                if encoded:  # a cluster worker: let it see the stop and end its run before it takes another
+                    for _ in outputs:
+                        pass
             finally:
                 for future in pending:
                     future.result()

@@ -68,6 +68,8 @@ def add_render_parser(commands, engine: Engine | None) -> None:
     render.add_argument("--height", type=int)
     render.add_argument("--settings", default="{}", help="engine settings as JSON, e.g. '{\"carry\": 5}' (the "
                                                          "options below win)")
+    render.add_argument("--cluster", metavar="ADDRESS", help="run the job on this Ray cluster (its frames are "
+                                                          "written here)")
     if engine is not None:
         _add_engine_options(render, engine.info)
 
@@ -141,16 +143,43 @@ def run_render(args, registry: EngineRegistry) -> int:
     reference = args.reference.read_bytes()
     spec = validate_job(job, info, tracks, args.audio if audio is not None else None,
                         check_images(reference, tracks, limits), limits)
-    inputs = prepare_inputs(spec, engine, reference, reference_pose, poses, tracks, args.audio, limits)
+    inputs = prepare_inputs(spec, engine, reference, reference_pose, poses, tracks, args.audio, limits,
+                            engine_check=not args.cluster)  # on a cluster the worker checks weights and device
     args.out.mkdir(parents=True, exist_ok=True)
-    for output in engine.render(inputs, 0, threading.Event()):
-        index, image, extras = output if len(output) == 3 else (*output, {})
-        write_atomically(args.out / f"{names[index]}.png", encode_png(image))
+    if args.cluster:
+        outputs = _cluster_frames(args.cluster, engine, spec, inputs, frames)
+    else:
+        outputs = ((index, encode_png(image), {name: encode_png(extra) for name, extra in extras.items()})
+                   for index, image, extras in _with_extras(engine.render(inputs, 0, threading.Event())))
+    for index, png, extras in outputs:
+        write_atomically(args.out / f"{names[index]}.png", png)
         for name, extra in extras.items():
             (args.out / name).mkdir(exist_ok=True)
-            write_atomically(args.out / name / f"{names[index]}.png", encode_png(extra))
+            write_atomically(args.out / name / f"{names[index]}.png", extra)
     print(f"{len(names)} frames written to {args.out}")
     return 0
+
+
+def _with_extras(outputs):
+    for output in outputs:
+        yield output if len(output) == 3 else (*output, {})
+
+
+def _cluster_frames(address: str, engine, spec: dict, inputs, frames: int):
+    """The job's frames (index, PNG, {name: PNG}) from a worker of the Ray cluster at `address`."""
+    import uuid
+
+    from .cluster import ClusterError, ClusterPool, engine_name, job_frames, run_needs
+
+    try:
+        pool = ClusterPool(address)
+        try:
+            yield from job_frames(pool, engine_name(engine), run_needs(engine.info, spec["settings"]),
+                                  f"render-{uuid.uuid4().hex}", inputs, 0, frames, threading.Event())
+        finally:
+            pool.close()
+    except ClusterError as error:
+        raise JobError(str(error)) from None
 
 
 def _images_in(folder: Path, name: str) -> list[Path]:

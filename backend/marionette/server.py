@@ -30,12 +30,14 @@ HANDSHAKE_TIMEOUT = 10.0
 
 class Server:
     def __init__(self, store: JobStore, token: str, engines: EngineRegistry | None = None,
-                 limits: ServerLimits | None = None):
+                 limits: ServerLimits | None = None, cluster=None):
+        """`cluster`: a cluster.ClusterPool whose workers run the jobs; None: this machine does."""
         self.store = store
         self.token = token
         self.engines = engines or EngineRegistry()
         self.limits = limits or ServerLimits()
-        self.runner = JobRunner(store, self.engines, self.limits)
+        self.cluster = cluster
+        self.runner = JobRunner(store, self.engines, self.limits, cluster)
         self.receiver = Receiver(self.limits)
         self.connections = 0
         self._decoding = asyncio.Semaphore(self.limits.decoding_jobs)
@@ -55,9 +57,12 @@ class Server:
             self._server.close()
 
     def capabilities(self) -> dict:
-        return {"engines": [info.to_json() for info in self.engines.infos()],
-                "unavailable_engines": [engine.to_json() for engine in self.engines.unavailable.values()],
-                "limits": self.limits.to_json()}
+        capabilities = {"engines": [info.to_json() for info in self.engines.infos()],
+                        "unavailable_engines": [engine.to_json() for engine in self.engines.unavailable.values()],
+                        "limits": self.limits.to_json()}
+        if self.cluster is not None:
+            capabilities["cluster"] = self.cluster.status()
+        return capabilities
 
     # --- connections -----------------------------------------------------------------------
 
@@ -208,8 +213,10 @@ class Server:
         spec = validate_job(job, engine.info, tracks, audio, reference_size, self.limits)
         poses = job["poses"]
         async with self._decoding:
+            # On a cluster the engine's own check (its weights folder, its device) runs on the worker
+            # that has them, at the job's start; here only what the job itself says is checked.
             await asyncio.to_thread(prepare_inputs, spec, engine, reference, job["reference_pose"], poses, tracks,
-                                    audio, self.limits)
+                                    audio, self.limits, engine_check=self.cluster is None)
         job_id = await asyncio.to_thread(self.store.create, spec, reference, job["reference_pose"], poses, tracks,
                                          audio)
         self.runner.enqueue(job_id, len(poses))
@@ -247,9 +254,9 @@ class Server:
 
 
 async def serve(store_path: Path, token: str, host: str, port: int, ready=None,
-                limits: ServerLimits | None = None) -> None:
+                limits: ServerLimits | None = None, cluster=None) -> None:
     """Run a server until cancelled. `ready(port)` is called once it listens."""
-    server = Server(JobStore(store_path), token, limits=limits)
+    server = Server(JobStore(store_path), token, limits=limits, cluster=cluster)
     bound = await server.start(host, port)
     if ready is not None:
         ready(bound)
@@ -257,3 +264,5 @@ async def serve(store_path: Path, token: str, host: str, port: int, ready=None,
         await asyncio.Event().wait()
     finally:
         await server.close()
+        if cluster is not None:
+            cluster.close()

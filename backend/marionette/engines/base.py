@@ -99,11 +99,16 @@ class EngineInfo:
     window: int | None = None  # frames per segment, for engines that work in windows
     # name -> {"type": one of SETTING_TYPES, "default", "help", and optionally "min", "max", "choices"}
     settings: dict = field(default_factory=dict)
+    # What one run holds while it works, which is what a cluster is asked for: 0 GPUs (one CPU), or
+    # 1 GPU of at least gpu_memory_gib (a run whose `device` setting is "cpu" holds a CPU instead).
+    gpus: int = 0
+    gpu_memory_gib: float = 0.0
 
     def to_json(self) -> dict:
         return {"name": self.name, "description": self.description, "device": self.device,
                 "needs_weights": self.needs_weights, "inputs": [spec.to_json() for spec in self.inputs],
-                "size_multiple": self.size_multiple, "window": self.window, "settings": self.settings}
+                "size_multiple": self.size_multiple, "window": self.window, "settings": self.settings,
+                "gpus": self.gpus, "gpu_memory_gib": self.gpu_memory_gib}
 
     def track(self, name: str) -> EngineInput | None:
         return next((spec for spec in self.inputs if spec.kind == "images" and spec.name == name), None)

@@ -23,7 +23,8 @@ class AnimateAnyoneEngine:
         description="Moore-AnimateAnyone (ReferenceNet, pose guider, AnimateDiff motion modules); "
                     "needs the released weights",
         inputs=(EngineInput("pose", "images", "dwpose", help="DWPose-style pose maps, one per frame"),),
-        device=default_device(), needs_weights=True, size_multiple=SIZE_MULTIPLE, window=24,
+        device=default_device(), needs_weights=True, gpus=1, gpu_memory_gib=16,
+        size_multiple=SIZE_MULTIPLE, window=24,
         settings={
             "weights": {"type": "path", "default": None, "help": "folder laid out like pretrained_weights/"},
             "seed": {"type": "int", "default": 42, "help": "noise seed; same seed, same frames"},
@@ -86,7 +87,8 @@ class AniPortraitEngine(AnimateAnyoneEngine):
         description="AniPortrait (face landmarks to portrait video); needs the released weights",
         inputs=(EngineInput("face", "images", "aniportrait-face", help="AniPortrait face-landmark maps, one per "
                                                                        "frame"),),
-        device=default_device(), needs_weights=True, size_multiple=SIZE_MULTIPLE, window=16,
+        device=default_device(), needs_weights=True, gpus=1, gpu_memory_gib=16,
+        size_multiple=SIZE_MULTIPLE, window=16,
         settings={**AnimateAnyoneEngine.info.settings,
                   "window": {"type": "int", "default": 16, "min": 1, "max": 32, "help": "frames per window"}})
     guider = "aniportrait"

@@ -34,7 +34,8 @@ class EchoMimicEngine:
                         help="pose mode: echomimic-style face-landmark maps (eyes, brows, pupils, nose), one per "
                              "frame"),
         ),
-        device=default_device(), needs_weights=True, size_multiple=8, window=12,
+        device=default_device(), needs_weights=True, gpus=1, gpu_memory_gib=16,
+        size_multiple=8, window=12,
         settings={
             "weights": {"type": "path", "default": None, "help": "folder laid out like EchoMimic's pretrained_weights/"},
             "mode": {"type": "choice", "default": "audio", "choices": ["audio", "pose"],

@@ -42,7 +42,8 @@ class WanAnimateEngine:
             EngineInput("prompt", "text", required=False, help=f"what the video shows (default: {DEFAULT_PROMPT})"),
             EngineInput("negative_prompt", "text", required=False, help="what it should not show (guidance > 1)"),
         ),
-        device=default_device(), needs_weights=True, size_multiple=SIZE_MULTIPLE, window=77,
+        device=default_device(), needs_weights=True, gpus=1, gpu_memory_gib=80,
+        size_multiple=SIZE_MULTIPLE, window=77,
         settings={
             "weights": {"type": "path", "default": None,
                         "help": "the Wan2.2-Animate-14B-Diffusers folder (model_index.json and its subfolders)"},

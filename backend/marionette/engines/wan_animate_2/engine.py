@@ -39,7 +39,8 @@ class WanAnimate2Engine:
             EngineInput("negative_prompt", "text", required=False,
                         help="what it should not show (the base model, with guidance)"),
         ),
-        device=default_device(), needs_weights=True, size_multiple=SIZE_MULTIPLE, window=81,
+        device=default_device(), needs_weights=True, gpus=1, gpu_memory_gib=80,
+        size_multiple=SIZE_MULTIPLE, window=81,
         settings={
             "weights": {"type": "path", "default": None,
                         "help": "the Wan2.2-Animate-2-14B-Diffusers folder, or the distilled release's "
