@@ -203,8 +203,10 @@ class ClusterPool:
         with self.changed:
             workers = [w.to_json() for w in self.workers]
         busy = sum(1 for w in workers if w["busy"])
-        summary = (f"cluster: {totals['gpus']} GPUs, {busy} busy" if totals["gpus"] else
-                   f"cluster: {totals['nodes']} nodes, {totals['cpus']} CPUs, no GPU; {busy} busy")
+        def count(number: int, noun: str) -> str:
+            return f"{number} {noun}{'' if number == 1 else 's'}"
+        summary = (f"cluster: {count(totals['gpus'], 'GPU')}, {busy} busy" if totals["gpus"] else
+                   f"cluster: {count(totals['nodes'], 'node')}, {count(totals['cpus'], 'CPU')}, no GPU; {busy} busy")
         return {"address": self.address, **totals, "busy": busy, "workers": workers, "summary": summary}
 
     # --- workers ---------------------------------------------------------------------------

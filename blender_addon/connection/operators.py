@@ -73,8 +73,10 @@ class MARIONETTE_OT_test_connection(JobOperator, bpy.types.Operator):
             engines.remember_capabilities(capabilities)
             names = ", ".join(engine["name"] for engine in capabilities["engines"])
             missing = len(capabilities.get("unavailable_engines", []))
+            cluster = capabilities.get("cluster")  # a backend whose jobs run on a cluster says how big it is
             run_state.set_backend_status(f"Connected to {settings.host}:{settings.port}; engines: {names}"
-                                         + (f" ({missing} unavailable)" if missing else ""))
+                                         + (f" ({missing} unavailable)" if missing else "")
+                                         + (f"; {cluster['summary']}" if cluster else ""))
             return Outcome(run_state.backend_status)
 
         run_state.set_backend_status("Backend: connecting...")
