@@ -93,6 +93,7 @@ bench: setup extension
 	$(BACKEND_PY) benchmarks/bench_wan_animate.py
 	$(BACKEND_PY) benchmarks/bench_wan_animate_2.py
 	$(BACKEND_PY) benchmarks/bench_connection_limits.py
+	$(BACKEND_PY) benchmarks/bench_cluster.py
 	mkdir -p out/bench/.blender-home
 	HOME=$(CURDIR)/out/bench/.blender-home $(BLENDER_PY) benchmarks/bench_control_maps.py --zip $(ZIP)
 	HOME=$(CURDIR)/out/bench/.blender-home $(BLENDER_PY) benchmarks/bench_driving.py --zip $(ZIP)

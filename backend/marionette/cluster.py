@@ -17,6 +17,7 @@ Ray is the engine here; this module only says what to ask of it. Imported only w
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import threading
 import time
@@ -88,14 +89,11 @@ class EngineWorker:
 
     def where(self) -> dict:
         gpu = None
-        try:
+        if ray.get_gpu_ids():  # only a GPU worker pays for importing torch (its engine needs it anyway)
             import torch
 
-            if torch.cuda.is_available():
-                props = torch.cuda.get_device_properties(0)
-                gpu = {"name": props.name, "memory_gib": round(props.total_memory / 2 ** 30, 1)}
-        except ImportError:
-            pass
+            props = torch.cuda.get_device_properties(0)
+            gpu = {"name": props.name, "memory_gib": round(props.total_memory / 2 ** 30, 1)}
         return {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "gpu": gpu}
 
     def render(self, job_id: str, inputs, start: int):
@@ -146,6 +144,10 @@ def connect(address: str) -> str:
         raise
     except Exception as error:  # Ray's own errors are many kinds; say which address and why
         raise ClusterError(f"cannot join the Ray cluster at {address}: {error}") from None
+    if threading.current_thread() is threading.main_thread():
+        # Ray's driver turns SIGTERM into SystemExit wherever the process happens to be; the backend
+        # ends on SIGTERM as it does without a cluster (its workers end with it: it owns them).
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return address
 
 
