@@ -182,3 +182,16 @@ def test_without_cluster_ray_is_not_imported(tmp_path):
             "print('ray' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr[-2000:]
+
+
+def test_engines_lists_the_cluster(cluster):
+    import json
+
+    result = subprocess.run([sys.executable, "-m", "marionette.cli", "engines", "--cluster", cluster.address, "--json"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    listing = json.loads(result.stdout)
+    assert listing["cluster"]["nodes"] == 3 and listing["cluster"]["cpus"] == 2
+    text = subprocess.run([sys.executable, "-m", "marionette.cli", "engines", "warp", "--cluster", cluster.address],
+                          capture_output=True, text=True, timeout=300).stdout
+    assert "cluster: 3 nodes, 2 CPUs, no GPU; 0 busy" in text, text
