@@ -171,3 +171,19 @@ class RecordingLayout:
 
     def __getattr__(self, name):  # template_ID, progress...: drawn, not checked here
         return lambda *args, **kwargs: None
+
+
+def connected_demo_scene(tmp, port, token_file, size=(64, 96), frames=4, percentage=100):
+    """The demo scene (rig, bound face, camera, reference image) at `size`, `frames` frames, its
+    output in tmp/marionette, connected to the backend at `port` (Test)."""
+    import build_demo_scene  # rigs/, on the path since this module's import
+
+    prefs = bpy.context.preferences.addons["bl_ext.user_default.marionette"].preferences
+    prefs.auto_start, prefs.port, prefs.token_file = False, port, token_file
+    scene = build_demo_scene.build_scene(Path(tmp) / "reference.png")
+    scene.render.resolution_x, scene.render.resolution_y = size
+    scene.render.resolution_percentage = percentage
+    scene.frame_end = scene.frame_start + frames - 1
+    scene.marionette.output_dir = str(Path(tmp) / "marionette")
+    assert bpy.ops.marionette.test_connection() == {"FINISHED"}
+    return scene

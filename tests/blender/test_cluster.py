@@ -54,23 +54,11 @@ def cluster_backend(tmp_path_factory):
 
 
 def case_generate_through_a_cluster(tmp, port, token_file):
-    import sys
-
     import bpy
     import scene_helpers as h
     from bl_ext.user_default.marionette.shared import run_state
 
-    if str(h.ROOT / "rigs") not in sys.path:
-        sys.path.insert(0, str(h.ROOT / "rigs"))
-    import build_demo_scene
-
-    prefs = bpy.context.preferences.addons["bl_ext.user_default.marionette"].preferences
-    prefs.auto_start, prefs.port, prefs.token_file = False, port, token_file
-    scene = build_demo_scene.build_scene(Path(tmp) / "reference.png")
-    scene.render.resolution_x, scene.render.resolution_y = 64, 96
-    scene.frame_end = scene.frame_start + 3
-    scene.marionette.output_dir = str(Path(tmp) / "marionette")
-    assert bpy.ops.marionette.test_connection() == {"FINISHED"}
+    scene = h.connected_demo_scene(tmp, port, token_file, frames=4)
     status = run_state.backend_status
     scene.marionette.engine = "warp"
     outcome = sorted(bpy.ops.marionette.generate())

@@ -85,23 +85,9 @@ def _run(case, tmp_path, backend, **kwargs):
 def _demo(tmp, port, token_file, frames, engine, size=SIZE, percentage=100):
     """The demo scene (rig, bound face, camera, reference image) at a small size, `frames` frames,
     connected to the backend (Test), `engine` chosen."""
-    import sys
-
-    import bpy
     import scene_helpers as h
 
-    if str(h.ROOT / "rigs") not in sys.path:
-        sys.path.insert(0, str(h.ROOT / "rigs"))
-    import build_demo_scene
-
-    prefs = bpy.context.preferences.addons["bl_ext.user_default.marionette"].preferences
-    prefs.auto_start, prefs.port, prefs.token_file = False, port, token_file
-    scene = build_demo_scene.build_scene(Path(tmp) / "reference.png")
-    scene.render.resolution_x, scene.render.resolution_y = size
-    scene.render.resolution_percentage = percentage
-    scene.frame_end = scene.frame_start + frames - 1
-    scene.marionette.output_dir = str(Path(tmp) / "marionette")
-    assert bpy.ops.marionette.test_connection() == {"FINISHED"}
+    scene = h.connected_demo_scene(tmp, port, token_file, size, frames, percentage)
     scene.marionette.engine = engine
     return scene
 

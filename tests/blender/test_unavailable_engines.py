@@ -3,7 +3,6 @@ diffusion engines greyed with the reason under its engine list, the Backend pane
 Generate on one of them names the reason, and warp still generates."""
 
 import subprocess
-from pathlib import Path
 
 from harness import ROOT, run_in_blender
 
@@ -12,23 +11,12 @@ WITHOUT_DIFFUSERS = "import sys; sys.modules['diffusers'] = None; from marionett
 
 
 def case_engines_without_diffusers(tmp, port, token_file):
-    import sys
-
     import bpy
     import scene_helpers as h
     from bl_ext.user_default.marionette.connection.panel import MARIONETTE_PT_backend
     from bl_ext.user_default.marionette.generate.panel import MARIONETTE_PT_generate
 
-    sys.path.insert(0, str(h.ROOT / "rigs"))
-    import build_demo_scene
-
-    prefs = bpy.context.preferences.addons["bl_ext.user_default.marionette"].preferences
-    prefs.auto_start, prefs.port, prefs.token_file = False, port, token_file
-    scene = build_demo_scene.build_scene(Path(tmp) / "reference.png")
-    scene.render.resolution_x, scene.render.resolution_y = 128, 192
-    scene.frame_end = scene.frame_start + 2
-    scene.marionette.output_dir = str(Path(tmp) / "marionette")
-    assert bpy.ops.marionette.test_connection() == {"FINISHED"}
+    scene = h.connected_demo_scene(tmp, port, token_file, (128, 192), frames=3)
 
     def drawn_by(panel_class) -> list:
         drawn = []
