@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
             return list_engines(args, registry)
         if args.command == "lip-sync":
             return run_lip_sync(args)
+        if args.command == "weights":
+            return run_weights(args, EngineRegistry())
         if args.command == "convert-weights":
             written, skipped = convert_to_safetensors(args.folder)
             for path in written:
@@ -94,6 +96,19 @@ def build_parser(registry: EngineRegistry | None, engine_name: str = "warp") -> 
     engines.add_argument("--weights", type=Path, help="check this folder as the engine's weights")
     engines.add_argument("--json", action="store_true", help="the listing as JSON")
     engines.add_argument("--cluster", metavar="ADDRESS", help="also list this Ray cluster's capacity and workers")
+
+    weights = commands.add_parser("weights", help="the engines' weights: where they come from (list), and bringing "
+                                                  "them from the Hugging Face Hub into an engine's layout (fetch)")
+    weights_commands = weights.add_subparsers(dest="weights_command", required=True)
+    listing = weights_commands.add_parser("list", help="each engine's repositories, sizes and licences")
+    listing.add_argument("--check", type=Path, metavar="DIR", help="also say whether DIR checks out for each engine")
+    fetch = weights_commands.add_parser("fetch", help="fetch exactly the files an engine reads into DIR (resumable; "
+                                                      "HF_TOKEN, HF_ENDPOINT and HF_HUB_OFFLINE apply)")
+    fetch.add_argument("engine", help="an engine name (see `marionette weights list`)")
+    fetch.add_argument("--to", type=Path, required=True, metavar="DIR", help="the engine's weights folder")
+    fetch.add_argument("--revision", help="another revision of the engine's own repository than the pinned one")
+    fetch.add_argument("--accept-licences", action="store_true",
+                       help="accept the repositories' licences without asking (for scripts)")
 
     convert = commands.add_parser("convert-weights",
                                   help="write a .safetensors twin of each .pth/.pt checkpoint of a weights folder "
@@ -194,6 +209,35 @@ def list_engines(args, registry: EngineRegistry) -> int:
             gpu = f", {worker['gpu']['name']} {worker['gpu']['memory_gib']} GiB" if worker["gpu"] else ""
             print(f"    {worker['engine']} on {worker['host']}{gpu}: {'busy' if worker['busy'] else 'free'}")
     return 0
+
+
+def run_weights(args, registry: EngineRegistry) -> int:
+    from .fetching import PERMISSIVE, fetch, human, manifests
+
+    if args.weights_command == "list":
+        for name, files in manifests().items():
+            repos = {}
+            for file in files:
+                repos.setdefault((file.repo, file.revision, file.licence), []).append(file)
+            total = sum(file.listed_size for file in files)
+            print(f"{name}: {len(files)} files, {human(total)}")
+            for (repo, revision, licence), group in repos.items():
+                accept = "" if licence.lower() in PERMISSIVE else ", to accept when fetching"
+                print(f"    {repo}@{revision[:12]} ({licence}{accept}): {len(group)} files, "
+                      f"{human(sum(f.listed_size for f in group))}")
+            if args.check is not None and name in registry.engines:
+                print(f"    {args.check}: {_weights_status(registry.engines[name], args.check)['status']}")
+        unlisted = [name for name, engine in registry.engines.items()
+                    if engine.info.needs_weights and name not in manifests()]
+        if unlisted:
+            print(f"no list yet (download their weights by hand): {', '.join(unlisted)}")
+        return 0
+    engine = registry.get(args.engine)
+    fetched = fetch(args.engine, args.to, accept_licences=args.accept_licences, revision=args.revision)
+    print(f"{len(fetched)} files fetched into {args.to}")
+    status = _weights_status(engine, args.to)
+    print(f"{args.engine} weights in {args.to}: {status['status']}")
+    return 0 if status["ok"] else 1
 
 
 def _weights_status(engine, folder: Path) -> dict:
