@@ -74,6 +74,11 @@ def sources_for(engine: str) -> list[SourceFile]:
     return known[engine]
 
 
+def fetch_hint(engine: str, folder) -> str:
+    """What to add to a "the weights folder lacks ..." error: the command that fetches them."""
+    return f"; `marionette weights fetch {engine} --to {folder}` fetches them" if engine in manifests() else ""
+
+
 def human(size: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1000 or unit == "GB":

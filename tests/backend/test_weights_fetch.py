@@ -134,3 +134,21 @@ def test_too_little_disk_space_is_refused_before_any_download(hub, tmp_path):
         assert not any(method == "GET" for method, _path, _range in hub.requests)
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_a_missing_file_names_the_command_that_fetches_it(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "maps").mkdir()
+    from marionette.images import encode_png
+    import numpy as np
+
+    image = encode_png(np.zeros((64, 64, 3), np.uint8))
+    (tmp_path / "ref.png").write_bytes(image)
+    (tmp_path / "maps" / "000000.png").write_bytes(image)
+    result = subprocess.run([sys.executable, "-m", "marionette.cli", "render", "--engine", "aniportrait", "--weights",
+                             str(tmp_path / "empty"), "--reference", str(tmp_path / "ref.png"), "--maps",
+                             str(tmp_path / "maps"), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert f"`marionette weights fetch aniportrait --to {tmp_path / 'empty'}` fetches them" in result.stderr, \
+        result.stderr[-2000:]

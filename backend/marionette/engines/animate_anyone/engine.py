@@ -9,6 +9,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ...fetching import fetch_hint
 from ...models.devices import DEVICE_SETTINGS, default_device, device_and_dtype
 from ..base import ENGINE_MODELS, EngineError, EngineInfo, EngineInput, JobInputs
 from .pipeline import AnimateAnyonePipeline
@@ -56,7 +57,10 @@ class AnimateAnyoneEngine:
         if settings["overlap"] >= settings["window"]:
             raise EngineError(f"overlap ({settings['overlap']}) must be smaller than window ({settings['window']})")
         device_and_dtype(settings)
-        check_folder(settings["weights"])
+        try:
+            check_folder(settings["weights"])
+        except EngineError as error:
+            raise EngineError(f"{error}{fetch_hint(name, settings['weights'])}") from None
 
     def pipeline(self, weights: str, device: str, dtype) -> AnimateAnyonePipeline:
         key = (self.guider, str(Path(weights).resolve()), device, dtype)
