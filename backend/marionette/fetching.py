@@ -34,6 +34,10 @@ class FetchError(EngineError):
     """A fetch that cannot go on; the message names the cause (and the file)."""
 
 
+class FetchCancelled(FetchError):
+    """The fetch was cancelled; what was fetched whole stays."""
+
+
 @dataclass(frozen=True)
 class SourceFile:
     repo: str
@@ -113,22 +117,47 @@ def _intact(path: Path, size: int, sha256: str | None) -> bool:
     return path.is_file() and path.stat().st_size == size and (sha256 is None or _sha256(path) == sha256)
 
 
-def _download(file: SourceFile, folder: Path, force: bool = False) -> Path:
+def _progress_bar(report, stop):
+    """A tqdm class for huggingface_hub that reports each file's bytes and stops the download when
+    `stop` is set (None, None: the client's own bar)."""
+    if report is None and stop is None:
+        return None
+    from tqdm.auto import tqdm
+
+    class Reporting(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+        def update(self, n=1):
+            if stop is not None and stop.is_set():
+                raise FetchCancelled("the fetch was cancelled")
+            super().update(n)
+            if report is not None:
+                report(n)
+    return Reporting
+
+
+def _download(file: SourceFile, folder: Path, force: bool = False, bar=None) -> Path:
     from huggingface_hub import hf_hub_download
 
     local = folder / file.into if file.into else folder
     try:
         return Path(hf_hub_download(file.repo, file.path, revision=file.revision, local_dir=local,
-                                    force_download=force))
+                                    force_download=force, tqdm_class=bar))
+    except FetchCancelled:
+        raise
     except Exception as error:  # offline without the file, the Hub refusing it, a connection that stays down
         raise FetchError(f"cannot fetch {file.target} from {file.repo} at {file.revision[:12]}: "
                          f"{type(error).__name__}: {error}") from None
 
 
 def fetch(engine: str, folder: Path, accept_licences: bool = False, revision: str | None = None,
-          ask=input, say=print) -> list[Path]:
+          ask=input, say=print, progress=None, stop=None, interactive: bool = True) -> list[Path]:
     """Bring the engine's files into `folder` in its layout; the paths fetched. `revision` replaces
-    the pinned revision of the engine's own repository (its first source)."""
+    the pinned revision of the engine's own repository (its first source). `progress(done, total,
+    file)` after each piece; `stop` (an Event) cancels between pieces (FetchCancelled). Without
+    `interactive`, licences not accepted are an error listing them instead of a question."""
     files = sources_for(engine)
     if revision:
         main = files[0].repo
@@ -167,16 +196,34 @@ def fetch(engine: str, folder: Path, accept_licences: bool = False, revision: st
         say("These repositories come under licences you accept by fetching them:")
         for repo, licence in sorted(pending.items()):
             say(f"    {repo}: {licence} (https://huggingface.co/{repo})")
+        listed = ", ".join(f"{repo} ({licence})" for repo, licence in sorted(pending.items()))
+        if not interactive:
+            raise FetchError(f"the licences of {listed} must be accepted first")
         if not sys.stdin.isatty() or ask("Accept them and fetch? [y/N] ").strip().lower() not in ("y", "yes"):
             raise FetchError("the licences were not accepted; read them, then run again with --accept-licences")
 
     say(f"{engine}: fetching {len(todo)} files, {human(needed)}, into {folder}")
     fetched = []
+    done = [0]
+
+    def report_for(file: SourceFile):
+        if progress is None:
+            return None
+
+        def report(n: int) -> None:
+            done[0] += n
+            progress(done[0], needed, file.target)
+        return report
+
     for file, size, sha256 in todo:
-        path = _download(file, folder)
+        if stop is not None and stop.is_set():
+            raise FetchCancelled("the fetch was cancelled")
+        start = done[0]
+        path = _download(file, folder, bar=_progress_bar(report_for(file), stop))
         if not offline and not _intact(path, size, sha256):
             say(f"{file.target} arrived damaged; fetching it again")
-            path = _download(file, folder, force=True)
+            done[0] = start
+            path = _download(file, folder, force=True, bar=_progress_bar(report_for(file), stop))
             if not _intact(path, size, sha256):
                 raise FetchError(f"{file.target} from {file.repo} arrives damaged (size or SHA-256 differs from what "
                                  f"the Hub lists) twice; check the connection or mirror and run again")

@@ -22,6 +22,7 @@ from .job_runner import JobRunner
 from .jobs import JobStore, UnknownJobError
 from .lip_sync.service import handle_lip_sync
 from .receiving import Busy, Receiver, ServerLimits
+from .weights_service import WeightsService
 
 log = logging.getLogger("marionette.server")
 
@@ -39,6 +40,7 @@ class Server:
         self.cluster = cluster
         self.runner = JobRunner(store, self.engines, self.limits, cluster)
         self.receiver = Receiver(self.limits)
+        self.weights = WeightsService(self.engines, store.root.parent)
         self.connections = 0
         self._decoding = asyncio.Semaphore(self.limits.decoding_jobs)
         self._server: asyncio.base_events.Server | None = None
@@ -175,6 +177,8 @@ class Server:
                 await send({"type": "cancelling", "job_id": job_id})
             elif kind == "lip_sync":
                 await handle_lip_sync(message, send)
+            elif kind == "weights":
+                await self.weights.handle(header, send)
             elif kind == "jobs":
                 await send({"type": "jobs", "jobs": [self._job_summary(j) for j in self.store.job_ids()]})
             else:

@@ -2,13 +2,15 @@
 (HF_ENDPOINT=http://127.0.0.1:PORT): `/{repo}/resolve/{revision}/{path}` with the headers the client
 reads (X-Repo-Commit, ETag, Content-Length), large files redirected to a second host name (as the
 Hub sends them to its CDN, with X-Linked-Etag and X-Linked-Size) that serves byte ranges for resumed
-downloads. Faults to inject: a connection dropped after some bytes, a damaged body, once each.
+downloads. Faults to inject: a connection dropped after some bytes, a damaged body, a slow body,
+once each.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
@@ -21,6 +23,7 @@ class HubStandIn:
         self.commits: dict[str, str] = {}  # repo -> the commit its revisions resolve to
         self.drop_after: dict[str, int] = {}  # path -> bytes sent before the connection drops (once)
         self.damage: set[str] = set()  # paths whose next body arrives damaged (once)
+        self.delay: dict[str, float] = {}  # path -> seconds its body waits before it is sent (once)
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         stand_in = self
 
@@ -87,6 +90,8 @@ class HubStandIn:
         if requested and requested.startswith("bytes="):
             start = int(requested.removeprefix("bytes=").split("-")[0] or 0)
         part = content[start:]
+        if body and file_path in self.delay:
+            time.sleep(self.delay.pop(file_path))
         if body and file_path in self.damage:
             self.damage.discard(file_path)
             part = bytes([part[0] ^ 0xFF]) + part[1:]

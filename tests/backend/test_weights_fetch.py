@@ -152,3 +152,73 @@ def test_a_missing_file_names_the_command_that_fetches_it(tmp_path):
     assert result.returncode == 2
     assert f"`marionette weights fetch aniportrait --to {tmp_path / 'empty'}` fetches them" in result.stderr, \
         result.stderr[-2000:]
+
+
+def test_the_backend_fetches_on_request_with_progress(hub, tmp_path, monkeypatch, start_backend):
+    """The `weights` request: the folder's state, a fetch on the backend's machine (the default folder
+    under its data folder) with progress messages, then the state again."""
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    backend = start_backend()
+    from marionette_core.client import BackendClient
+
+    client = BackendClient("127.0.0.1", backend.port, backend.token, timeout=300)
+    client.connect()
+
+    def ask(**header):
+        client.send({"type": "weights", "engine": ENGINE, **header})
+        return client.receive().header
+
+    state = ask()
+    folder = backend.store.parent / "weights" / ENGINE
+    assert state["state"] == "missing" and state["folder"] == str(folder) and state["listed"]
+    assert state["licences"] == {"lambdalabs/sd-image-variations-diffusers": "creativeml-openrail-m"}
+    assert "does not exist" in state["status"]
+
+    assert ask(action="fetch")["state"] == "fetching"
+    refused = client.receive().header  # the licences were not accepted
+    assert refused["state"] == "failed" and "must be accepted first" in refused["status"], refused
+
+    assert ask(action="fetch", accept_licences=True)["state"] == "fetching"
+    progress = []
+    while True:
+        header = client.receive().header
+        if header["type"] != "weights_progress":
+            break
+        progress.append(header)
+    assert header["state"] == "ready", header
+    assert "checks out (variants: audio, audio accelerated, pose, pose accelerated)" in header["status"]
+    assert progress and progress[-1]["done"] == progress[-1]["total"] > 0
+    assert all(a["done"] <= b["done"] for a, b in zip(progress, progress[1:]))
+    assert ask()["state"] == "ready"
+    client.ping()  # the connection still serves
+
+
+def test_a_fetch_on_the_backend_can_be_cancelled(hub, tmp_path, monkeypatch, start_backend):
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    backend = start_backend()
+    from marionette_core.client import BackendClient
+
+    client = BackendClient("127.0.0.1", backend.port, backend.token, timeout=300)
+    client.connect()
+    hub.delay["motion_module.pth"] = 3.0  # the fetch is still running when the cancel comes
+    client.send({"type": "weights", "engine": ENGINE, "action": "fetch", "accept_licences": True})
+    assert client.receive().header["state"] == "fetching"
+    second = BackendClient("127.0.0.1", backend.port, backend.token, timeout=300)  # another client asks meanwhile
+    second.connect()
+    second.send({"type": "weights", "engine": ENGINE, "action": "fetch", "accept_licences": True})
+    from marionette_core.client import BackendError
+
+    with pytest.raises(BackendError, match="one fetch at a time"):
+        second.receive()
+    client.send({"type": "weights", "engine": ENGINE, "action": "cancel"})
+    while True:
+        header = client.receive().header
+        if header["type"] == "weights" and header["state"] != "cancelling":
+            break
+    assert header["state"] == "cancelled", header
+    assert not (backend.store.parent / "weights" / ENGINE / "motion_module.pth").exists()
+    client.ping()
