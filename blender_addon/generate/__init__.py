@@ -8,10 +8,11 @@ streamed back into the Video Sequence Editor.
     sound.py        the scene's sound for engines that take it
     properties.py   its scene settings (part of scene.marionette)
     operators.py    Generate, Resume
+    weights.py      the engine's weights on the backend: Check, Fetch Weights
     panel.py        the panel
 """
 
 from ..shared.registration import module_registration
-from . import operators, panel
+from . import operators, panel, weights
 
-register, unregister = module_registration(operators, panel)
+register, unregister = module_registration(operators, weights, panel)

@@ -11,6 +11,7 @@ from ..shared import engines, strips
 from ..shared.panels import SidebarPanel, draw_job_progress
 from ..control_maps.job import armatures_to_render
 from .driving import resolve_look
+from . import weights
 from .session import GenerateJob
 from .tracks import TEXT_INPUTS
 
@@ -36,6 +37,8 @@ class MARIONETTE_PT_generate(SidebarPanel, bpy.types.Panel):
         if engine is not None:
             _draw_inputs(layout, context.scene, engine)
         engines.draw(layout.column(), context.scene, settings.engine)
+        if engine is not None and engine.get("needs_weights"):
+            weights.draw(layout, context.scene, engine)
         if not draw_job_progress(layout, GenerateJob):
             row = layout.row(align=True)
             row.scale_y = 1.4

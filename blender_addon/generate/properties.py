@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import CollectionProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 
 from ..shared.engines import MARIONETTE_PG_engine_setting
 from .driving import LOOKS
@@ -55,6 +55,9 @@ class GenerateSettings:
         name="Background Strip",
         description="For replace-mode engines: the VSE image-sequence or movie strip whose frames the "
                     "character is generated into (a rendered set or a live-action plate)")
+    accept_weight_licences: BoolProperty(
+        name="Accept the Licences", default=False,
+        description="Fetch Weights brings files that come under the licences listed above; tick to accept them")
     # The last job, for Resume.
     last_job_id: StringProperty(default="")
     last_job_frame_start: IntProperty(default=1)
