@@ -20,7 +20,6 @@ import logging
 import signal
 import socket
 import threading
-import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -360,12 +359,3 @@ def job_frames(pool: ClusterPool, engine: str, needs: Needs, job_id: str, inputs
                 raise ClusterError(f"the job lost its worker {MAX_TRIES} times; last: {error}") from None
             log.warning("job %s: %s; taking it up again on another worker (try %d of %d)", job_id, error,
                         attempt + 1, MAX_TRIES)
-
-
-def wait_for_nodes(count: int, timeout: float = 60.0) -> None:
-    """Until the cluster has `count` alive nodes (tests, benchmarks)."""
-    deadline = time.monotonic() + timeout
-    while ClusterPool.totals()["nodes"] < count:
-        if time.monotonic() > deadline:
-            raise ClusterError(f"the cluster has fewer than {count} nodes after {timeout:.0f} s")
-        time.sleep(0.2)

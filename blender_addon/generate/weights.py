@@ -78,13 +78,14 @@ class WeightsFetchJob(Job):
         return self.waiting
 
     def cancel(self) -> None:
+        """Ask the backend to stop; the job ends at a later step, when the backend confirms (the main
+        thread never waits for it)."""
         if self.client is not None and not self.cancelled:
             self.cancelled = True
             try:
                 self.client.send({**self.request, "action": "cancel"})
             except OSError:
                 pass
-        self.thread.join(30)
 
     def finish(self) -> Outcome:
         if self.error:

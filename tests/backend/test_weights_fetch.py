@@ -154,17 +154,27 @@ def test_a_missing_file_names_the_command_that_fetches_it(tmp_path):
         result.stderr[-2000:]
 
 
-def test_the_backend_fetches_on_request_with_progress(hub, tmp_path, monkeypatch, start_backend):
-    """The `weights` request: the folder's state, a fetch on the backend's machine (the default folder
-    under its data folder) with progress messages, then the state again."""
+@pytest.fixture
+def hub_backend(hub, tmp_path, monkeypatch, start_backend):
+    """A `marionette serve` process whose Hub is the stand-in."""
     monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    backend = start_backend()
+    return start_backend()
+
+
+def connected(backend):
     from marionette_core.client import BackendClient
 
     client = BackendClient("127.0.0.1", backend.port, backend.token, timeout=300)
     client.connect()
+    return client
+
+
+def test_the_backend_fetches_on_request_with_progress(hub_backend):
+    """The `weights` request: the folder's state, a fetch on the backend's machine (the default folder
+    under its data folder) with progress messages, then the state again."""
+    backend, client = hub_backend, connected(hub_backend)
 
     def ask(**header):
         client.send({"type": "weights", "engine": ENGINE, **header})
@@ -195,20 +205,12 @@ def test_the_backend_fetches_on_request_with_progress(hub, tmp_path, monkeypatch
     client.ping()  # the connection still serves
 
 
-def test_a_fetch_on_the_backend_can_be_cancelled(hub, tmp_path, monkeypatch, start_backend):
-    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    backend = start_backend()
-    from marionette_core.client import BackendClient
-
-    client = BackendClient("127.0.0.1", backend.port, backend.token, timeout=300)
-    client.connect()
+def test_a_fetch_on_the_backend_can_be_cancelled(hub, hub_backend):
+    backend, client = hub_backend, connected(hub_backend)
     hub.delay["motion_module.pth"] = 3.0  # the fetch is still running when the cancel comes
     client.send({"type": "weights", "engine": ENGINE, "action": "fetch", "accept_licences": True})
     assert client.receive().header["state"] == "fetching"
-    second = BackendClient("127.0.0.1", backend.port, backend.token, timeout=300)  # another client asks meanwhile
-    second.connect()
+    second = connected(backend)  # another client asks meanwhile
     second.send({"type": "weights", "engine": ENGINE, "action": "fetch", "accept_licences": True})
     from marionette_core.client import BackendError
 
