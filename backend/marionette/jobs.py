@@ -143,7 +143,14 @@ class JobStore:
     def unfinished(self) -> list[str]:
         """Jobs a restarted backend must take up again, oldest first."""
         jobs = [(self.spec(j).get("created", 0), j) for j in self.job_ids() if self.status(j)["state"] in UNFINISHED]
+        for _created, job_id in jobs:
+            self.discard_partial_writes(job_id)
         return [job_id for _created, job_id in sorted(jobs)]
+
+    def discard_partial_writes(self, job_id: str) -> None:
+        """Temporary files a killed backend left mid-write; the files they were to replace are whole or absent."""
+        for leftover in self.folder(job_id).rglob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
 
     def load_inputs(self, job_id: str, info: EngineInfo | None = None, max_side: int = DEFAULT_MAX_SIDE,
                     max_pixels: int = DEFAULT_MAX_PIXELS) -> JobInputs:
