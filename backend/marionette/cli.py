@@ -16,6 +16,7 @@ from marionette_core.protocol import DEFAULT_PORT
 from .audio import SAMPLE_RATE, AudioError, load_audio
 from .auth import default_store, default_token_file, load_or_create_token
 from .engines import EngineError, EngineRegistry
+from .fetching import release_engine
 from .images import ImageError
 from .job_inputs import JobError
 from .lip_sync.service import predict_offsets
@@ -100,11 +101,12 @@ def build_parser(registry: EngineRegistry | None, engine_name: str = "warp") -> 
     weights = commands.add_parser("weights", help="the engines' weights: where they come from (list), and bringing "
                                                   "them from the Hugging Face Hub into an engine's layout (fetch)")
     weights_commands = weights.add_subparsers(dest="weights_command", required=True)
-    listing = weights_commands.add_parser("list", help="each engine's repositories, sizes and licences")
-    listing.add_argument("--check", type=Path, metavar="DIR", help="also say whether DIR checks out for each engine")
+    listing = weights_commands.add_parser("list", help="each release's repositories, sizes and licences")
+    listing.add_argument("--check", type=Path, metavar="DIR", help="also say whether DIR checks out for each one")
     fetch = weights_commands.add_parser("fetch", help="fetch exactly the files an engine reads into DIR (resumable; "
                                                       "HF_TOKEN, HF_ENDPOINT and HF_HUB_OFFLINE apply)")
-    fetch.add_argument("engine", help="an engine name (see `marionette weights list`)")
+    fetch.add_argument("engine", help="an engine, a variant of one (wan-animate-2-distilled) or lip-sync (see "
+                                      "`marionette weights list`)")
     fetch.add_argument("--to", type=Path, required=True, metavar="DIR", help="the engine's weights folder")
     fetch.add_argument("--revision", help="another revision of the engine's own repository than the pinned one")
     fetch.add_argument("--accept-licences", action="store_true",
@@ -212,7 +214,7 @@ def list_engines(args, registry: EngineRegistry) -> int:
 
 
 def run_weights(args, registry: EngineRegistry) -> int:
-    from .fetching import PERMISSIVE, fetch, human, manifests
+    from .fetching import PERMISSIVE, fetch, human, manifests, pinned
 
     if args.weights_command == "list":
         for name, files in manifests().items():
@@ -220,24 +222,42 @@ def run_weights(args, registry: EngineRegistry) -> int:
             for file in files:
                 repos.setdefault((file.repo, file.revision, file.licence), []).append(file)
             total = sum(file.listed_size for file in files)
-            print(f"{name}: {len(files)} files, {human(total)}")
+            print(f"{name}: {len(repos)} {'repository' if len(repos) == 1 else 'repositories'}, {human(total)}")
             for (repo, revision, licence), group in repos.items():
                 accept = "" if licence.lower() in PERMISSIVE else ", to accept when fetching"
-                print(f"    {repo}@{revision[:12]} ({licence}{accept}): {len(group)} files, "
+                at = revision[:12] if pinned(revision) else f"{revision} (no pinned commit yet)"
+                shards = " and the shards they name" if any(f.shards for f in group) else ""
+                print(f"    {repo}@{at} ({licence}{accept}): {len(group)} file{'s' if len(group) > 1 else ''}{shards}, "
                       f"{human(sum(f.listed_size for f in group))}")
-            if args.check is not None and name in registry.engines:
-                print(f"    {args.check}: {_weights_status(registry.engines[name], args.check)['status']}")
+            if args.check is not None:
+                print(f"    {args.check}: {release_status(name, args.check, registry)['status']}")
+        listed = {release_engine(name) for name in manifests()}
         unlisted = [name for name, engine in registry.engines.items()
-                    if engine.info.needs_weights and name not in manifests()]
+                    if engine.info.needs_weights and name not in listed]
         if unlisted:
             print(f"no list yet (download their weights by hand): {', '.join(unlisted)}")
         return 0
-    engine = registry.get(args.engine)
+    if args.engine not in manifests():
+        raise EngineError(f"no list of weights for '{args.engine}'; `marionette weights list` shows what has one "
+                          f"({', '.join(manifests())})")
     fetched = fetch(args.engine, args.to, accept_licences=args.accept_licences, revision=args.revision)
     print(f"{len(fetched)} files fetched into {args.to}")
-    status = _weights_status(engine, args.to)
+    status = release_status(args.engine, args.to, registry)
     print(f"{args.engine} weights in {args.to}: {status['status']}")
     return 0 if status["ok"] else 1
+
+
+def release_status(name: str, folder: Path, registry: EngineRegistry) -> dict:
+    """Whether `folder` checks out for a release: its engine's own check, or lip sync's."""
+    engine_name = release_engine(name)
+    if engine_name is None:
+        from .lip_sync.weights import check_weights_folder
+        try:
+            check_weights_folder(folder)
+        except EngineError as error:
+            return {"ok": False, "status": str(error)}
+        return {"ok": True, "status": "checks out"}
+    return _weights_status(registry.get(engine_name), folder)
 
 
 def _weights_status(engine, folder: Path) -> dict:

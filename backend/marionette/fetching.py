@@ -46,41 +46,72 @@ class SourceFile:
     path: str  # in the repository
     into: str  # subfolder of the engine's folder
     listed_size: int
+    shards: bool = False  # a sharded checkpoint's index: the shards it names come with it
 
     @property
     def target(self) -> str:
         return f"{self.into}/{self.path}" if self.into else self.path
 
 
-def manifests() -> dict[str, list[SourceFile]]:
-    """Every engine's files, from the sources.json of each engine package that has one."""
-    found: dict[str, list[SourceFile]] = {}
+# Packages that may hold a sources.json: every engine package, and lip sync (not an engine).
+SOURCE_PACKAGES = ("marionette.lip_sync",)
+
+
+def _source_files() -> list:
     engines = resources.files("marionette.engines")
-    for package in sorted(engines.iterdir(), key=lambda p: p.name):
-        data_file = package / "sources.json"
-        if not data_file.is_file():
-            continue
-        data = json.loads(data_file.read_text())
-        for engine, entry in data.items():
-            if engine.startswith("_"):
-                continue
-            found[engine] = [SourceFile(source["repo"], source["revision"], source["licence"], path,
-                                        source.get("into", ""), int(size))
-                             for source in entry["sources"] for path, size in source["files"]]
-    return found
+    found = [package / "sources.json" for package in sorted(engines.iterdir(), key=lambda p: p.name)]
+    found += [resources.files(package) / "sources.json" for package in SOURCE_PACKAGES]
+    return [data_file for data_file in found if data_file.is_file()]
 
 
-def sources_for(engine: str) -> list[SourceFile]:
+def _releases() -> dict[str, dict]:
+    releases = {}
+    for data_file in _source_files():
+        for name, entry in json.loads(data_file.read_text()).items():
+            if not name.startswith("_"):
+                releases[name] = entry
+    return releases
+
+
+def manifests() -> dict[str, list[SourceFile]]:
+    """Every release's files (an engine's, a variant of one, or lip sync's), by the name `weights fetch` takes."""
+    return {name: [SourceFile(source["repo"], source["revision"], source["licence"], path, source.get("into", ""),
+                              int(size), shards)
+                   for source in entry["sources"]
+                   for shards, listed in ((False, source.get("files", [])), (True, source.get("sharded", [])))
+                   for path, size in listed]
+            for name, entry in _releases().items()}
+
+
+def release_engine(name: str) -> str | None:
+    """The engine whose folder a release fills (None: lip sync's folder, which no engine reads)."""
+    return _releases().get(name, {}).get("engine", name)
+
+
+def releases_for(engine: str) -> list[str]:
+    return [name for name in _releases() if release_engine(name) == engine]
+
+
+def sources_for(name: str) -> list[SourceFile]:
     known = manifests()
-    if engine not in known:
-        raise FetchError(f"no list of weights for '{engine}'; `marionette weights list` shows the engines that "
-                         f"have one ({', '.join(known)})")
-    return known[engine]
+    if name not in known:
+        raise FetchError(f"no list of weights for '{name}'; `marionette weights list` shows what has one "
+                         f"({', '.join(known)})")
+    return known[name]
+
+
+def pinned(revision: str) -> bool:
+    """A revision that names a commit (in full or by the short id the Hub's pages show), not a branch."""
+    return re.fullmatch(r"[0-9a-f]{7,40}", revision) is not None
 
 
 def fetch_hint(engine: str, folder) -> str:
     """What to add to a "the weights folder lacks ..." error: the command that fetches them."""
-    return f"; `marionette weights fetch {engine} --to {folder}` fetches them" if engine in manifests() else ""
+    names = releases_for(engine)
+    if not names:
+        return ""
+    commands = " or ".join(f"`marionette weights fetch {name} --to {folder}`" for name in names)
+    return f"; {commands} fetches them"
 
 
 def human(size: float) -> str:
@@ -152,20 +183,66 @@ def _download(file: SourceFile, folder: Path, force: bool = False, bar=None) -> 
                          f"{type(error).__name__}: {error}") from None
 
 
+def _resolve(repo: str, revision: str, say) -> str:
+    """The full commit id a revision names now (a short commit id, or a branch for a release that
+    has no pinned commit yet), so that every file comes from one commit."""
+    from huggingface_hub import HfApi
+
+    try:
+        commit = HfApi().resolve_revision(repo, revision=revision).resolved
+    except Exception as error:
+        raise FetchError(f"cannot find revision {revision} of {repo}: {type(error).__name__}: {error}") from None
+    if not pinned(revision):
+        say(f"{repo}: {revision} is commit {commit} today")
+    return commit
+
+
+def _with_shards(files: list[SourceFile], folder: Path, offline: bool) -> list[SourceFile]:
+    """The files with, after each sharded checkpoint's index, the shards that index names (read from
+    the Hub's copy of the index, or the folder's when offline)."""
+    from huggingface_hub import hf_hub_download
+
+    expanded = []
+    for file in files:
+        expanded.append(file)
+        if not file.shards:
+            continue
+        try:
+            index_path = folder / file.target if offline else Path(hf_hub_download(file.repo, file.path,
+                                                                                   revision=file.revision))
+            shard_names = sorted(set(json.loads(index_path.read_text())["weight_map"].values()))
+        except Exception as error:
+            raise FetchError(f"cannot read the shard list {file.target} of {file.repo}: {type(error).__name__}: "
+                             f"{error}") from None
+        subfolder = file.path.rpartition("/")[0]
+        for shard in shard_names:
+            expanded.append(SourceFile(file.repo, file.revision, file.licence,
+                                       f"{subfolder}/{shard}" if subfolder else shard, file.into,
+                                       file.listed_size // max(1, len(shard_names))))
+    return expanded
+
+
 def fetch(engine: str, folder: Path, accept_licences: bool = False, revision: str | None = None,
           ask=input, say=print, progress=None, stop=None, interactive: bool = True) -> list[Path]:
-    """Bring the engine's files into `folder` in its layout; the paths fetched. `revision` replaces
-    the pinned revision of the engine's own repository (its first source). `progress(done, total,
-    file)` after each piece; `stop` (an Event) cancels between pieces (FetchCancelled). Without
+    """Bring a release's files (`engine`: a name `weights list` shows) into `folder` in its engine's
+    layout; the paths fetched. `revision` replaces the pinned revision of the release's own
+    repository (its first source). `progress(done, total, file)` after each piece; `stop` (an Event) cancels between pieces (FetchCancelled). Without
     `interactive`, licences not accepted are an error listing them instead of a question."""
     files = sources_for(engine)
     if revision:
         main = files[0].repo
         files = [SourceFile(f.repo, revision if f.repo == main else f.revision, f.licence, f.path, f.into,
-                            f.listed_size) for f in files]
+                            f.listed_size, f.shards) for f in files]
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if not offline:  # every file of a repository from one commit, named in full
+        commits = {(f.repo, f.revision): None for f in files if len(f.revision) != 40}
+        for repo, given in commits:
+            commits[repo, given] = _resolve(repo, given, say)
+        files = [SourceFile(f.repo, commits.get((f.repo, f.revision)) or f.revision, f.licence, f.path, f.into,
+                            f.listed_size, f.shards) for f in files]
+    files = _with_shards(files, folder, offline)
 
     # What the Hub has, and what is missing here.
     todo: list[tuple[SourceFile, int, str | None]] = []

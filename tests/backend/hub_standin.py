@@ -1,6 +1,7 @@
 """A stand-in for the Hugging Face Hub on loopback, for the real `huggingface_hub` client
-(HF_ENDPOINT=http://127.0.0.1:PORT): `/{repo}/resolve/{revision}/{path}` with the headers the client
-reads (X-Repo-Commit, ETag, Content-Length), large files redirected to a second host name (as the
+(HF_ENDPOINT=http://127.0.0.1:PORT): `/api/models/{repo}/revision/{revision}` (a branch or a commit
+id, whole or its first 7+ characters, resolved to the full commit as the Hub does) and
+`/{repo}/resolve/{revision}/{path}` with the headers the client reads (X-Repo-Commit, ETag, Content-Length), large files redirected to a second host name (as the
 Hub sends them to its CDN, with X-Linked-Etag and X-Linked-Size) that serves byte ranges for resumed
 downloads. Faults to inject: a connection dropped after some bytes, a damaged body, a slow body,
 once each.
@@ -9,6 +10,7 @@ once each.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -61,11 +63,20 @@ class HubStandIn:
         self.requests.append((handler.command, path, handler.headers.get("Range")))
         if path.startswith("/cdn/"):
             return self._serve_blob(handler, path.removeprefix("/cdn/"), body)
+        if path.startswith("/api/models/"):
+            repo, _, revision = path.removeprefix("/api/models/").partition("/revision/")
+            if repo not in self.commits:
+                return self._error(handler, 404, "RepoNotFound", f"no repository {repo}")
+            if not self._names_commit(repo, revision):
+                return self._error(handler, 404, "RevisionNotFound", f"no revision {revision} of {repo}")
+            data = json.dumps({"id": repo, "sha": self.commits[repo], "siblings": []}).encode()
+            return self._send(handler, 200, {"Content-Type": "application/json"}, data if body else None,
+                              length=len(data))
         repo, found, rest = path.lstrip("/").partition("/resolve/")
         revision, _, file_path = rest.partition("/")
         if not found or repo not in self.commits:
             return self._error(handler, 404, "RepoNotFound", f"no repository {repo}")
-        if revision not in (self.commits[repo], "main"):
+        if not self._names_commit(repo, revision):
             return self._error(handler, 404, "RevisionNotFound", f"no revision {revision} of {repo}")
         content = self.files.get((repo, file_path))
         if content is None:
@@ -78,6 +89,10 @@ class HubStandIn:
             return self._send(handler, 302, headers, b"")
         headers["ETag"] = f'"{hashlib.sha1(content).hexdigest()}"'
         return self._send(handler, 200, headers, content if body else None, length=len(content))
+
+    def _names_commit(self, repo: str, revision: str) -> bool:
+        commit = self.commits[repo]
+        return revision == "main" or (len(revision) >= 7 and commit.startswith(revision))
 
     def _serve_blob(self, handler, key: str, body: bool) -> None:
         match = [(r, p) for (r, p) in self.files if key == f"{r}/{p}"]

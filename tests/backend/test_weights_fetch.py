@@ -55,7 +55,11 @@ def test_list_names_each_engines_sources(hub, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "BadToBest/EchoMimic@1bfb550fff0b (apache-2.0): 13 files" in result.stdout
     assert "(creativeml-openrail-m, to accept when fetching)" in result.stdout
-    assert "no list yet" in result.stdout  # the engines without one are named
+    # The diffusers releases: a short commit id as the Hub shows it, or main where no commit is pinned yet.
+    assert "Wan-AI/Wan2.2-Animate-14B-Diffusers@6f4df10 (apache-2.0): 14 files and the shards they name" in result.stdout
+    assert "Wan-AI/Wan2.2-Animate-2-14B-Distilled-Diffusers@main (no pinned commit yet)" in result.stdout
+    assert "lip-sync: 2 repositories" in result.stdout
+    assert "no list yet" not in result.stdout  # every engine that needs weights has its list
 
 
 def test_fetch_brings_the_layout_the_engine_checks_and_renders_from(hub, release, tmp_path):

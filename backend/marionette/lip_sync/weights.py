@@ -40,6 +40,16 @@ def checkpoint_path(folder: Path) -> Path:
                        f"{CHECKPOINT_STEM}.safetensors twin)")
 
 
+def check_weights_folder(folder: Path | str) -> None:
+    """LipSyncError naming the first file lip sync needs that the folder lacks (nothing is loaded)."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise LipSyncError(f"the lip sync weights folder {folder} does not exist; `marionette weights fetch lip-sync "
+                           f"--to {folder}` fetches it")
+    checkpoint_path(folder)
+    encoder_config(folder)
+
+
 def read_checkpoint(path: Path) -> dict:
     try:
         if path.suffix == ".safetensors":
