@@ -114,6 +114,14 @@ def fetch_hint(engine: str, folder) -> str:
     return f"; {commands} fetches them"
 
 
+def check_naming_fetch(engine: str, folder, check, *args):
+    """check(folder, *args), its error also naming the command that fetches the weights."""
+    try:
+        return check(folder, *args)
+    except EngineError as error:
+        raise EngineError(f"{error}{fetch_hint(engine, folder)}") from None
+
+
 def human(size: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1000 or unit == "GB":

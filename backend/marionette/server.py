@@ -176,7 +176,7 @@ class Server:
                 await self.runner.cancel(job_id)
                 await send({"type": "cancelling", "job_id": job_id})
             elif kind == "lip_sync":
-                await handle_lip_sync(message, send)
+                await handle_lip_sync(message, send, self.weights.default_folder("lip-sync"))
             elif kind == "weights":
                 await self.weights.handle(header, send)
             elif kind == "jobs":
@@ -215,6 +215,9 @@ class Server:
         # Every image's header first: a hostile image is refused before anything else looks at it.
         reference_size = await asyncio.to_thread(check_images, reference, tracks, self.limits)
         spec = validate_job(job, engine.info, tracks, audio, reference_size, self.limits)
+        if engine.info.needs_weights and not spec["settings"].get("weights") and self.cluster is None:
+            # No folder given: the one `weights` fetches into by default (on a cluster each worker's own).
+            spec["settings"]["weights"] = str(self.weights.default_folder(name))
         poses = job["poses"]
         async with self._decoding:
             # On a cluster the engine's own check (its weights folder, its device) runs on the worker

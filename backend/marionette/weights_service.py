@@ -41,7 +41,11 @@ class WeightsService:
         given = header.get("folder")
         if given is not None and not isinstance(given, str):
             raise EngineError("'folder' must be a path on the backend's machine")
-        return Path(given).expanduser() if given else self.default_root / engine
+        return Path(given).expanduser() if given else self.default_folder(engine)
+
+    def default_folder(self, name: str) -> Path:
+        """Where an engine's (or lip sync's) weights go when no folder is given: <data folder>/weights/<name>."""
+        return self.default_root / name
 
     def state(self, engine_name: str, folder: Path) -> dict:
         engine = self.engines.get(engine_name)

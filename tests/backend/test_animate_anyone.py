@@ -1,6 +1,8 @@
 """The animate-anyone engine on the CPU with tiny networks in the real architecture, random weights."""
 
 import json
+import re
+import shutil
 import threading
 
 import numpy as np
@@ -194,10 +196,21 @@ def test_a_job_through_the_server(backend, release_folder):
         elif message.type == "done":
             break
     assert sorted(frames) == list(range(5)) and frames[0].shape == (64, 48, 3)
-    # Without weights, or for a GPU this backend lacks, the job is refused at submit, naming the cause.
-    with pytest.raises(BackendError, match="needs 'weights'") as refused:
-        client.submit({**job, "settings": {}}, reference_png, {"pose": maps})
+    # Without a weights folder the job reads the backend's default one (where `weights` fetches to):
+    # refused at submit while it is empty, naming it and the command that fills it; then it renders.
+    default_folder = backend.store.parent / "weights" / "animate-anyone"
+    no_folder = {k: v for k, v in job["settings"].items() if k != "weights"}
+    with pytest.raises(BackendError, match="fetch animate-anyone --to " + re.escape(str(default_folder))) as refused:
+        client.submit({**job, "settings": no_folder}, reference_png, {"pose": maps})
     assert refused.value.code == "bad_request"
+    shutil.copytree(release_folder, default_folder)
+    client.submit({**job, "settings": no_folder}, reference_png, {"pose": maps})
+    again = {}
+    while (message := client.receive()).type != "done":
+        if message.type == "frame":
+            again[message.header["index"]] = decode_png(message.attachments[0])
+    assert all(np.array_equal(again[i], frames[i]) for i in range(5))
+    # For a GPU this backend lacks, the job is refused at submit, naming the cause.
     if not torch.cuda.is_available():
         with pytest.raises(BackendError, match="asks for device 'cuda', but this backend has no CUDA"):
             client.submit({**job, "settings": {**job["settings"], "device": "cuda"}}, reference_png, {"pose": maps})

@@ -37,7 +37,8 @@ def checkpoint_path(folder: Path) -> Path:
         if path.is_file():
             return path
     raise LipSyncError(f"the weights folder {folder} has no {CHECKPOINT_STEM}.pt (AniPortrait's release; or an "
-                       f"{CHECKPOINT_STEM}.safetensors twin)")
+                       f"{CHECKPOINT_STEM}.safetensors twin); `marionette weights fetch lip-sync --to {folder}` "
+                       f"fetches it")
 
 
 def check_weights_folder(folder: Path | str) -> None:

@@ -9,7 +9,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ...fetching import fetch_hint
+from ...fetching import check_naming_fetch
 from ...models.devices import DEVICE_SETTINGS, default_device, device_and_dtype
 from ..base import ENGINE_MODELS, EngineError, EngineInfo, EngineInput, JobInputs
 from .pipeline import AnimateAnyonePipeline
@@ -57,10 +57,7 @@ class AnimateAnyoneEngine:
         if settings["overlap"] >= settings["window"]:
             raise EngineError(f"overlap ({settings['overlap']}) must be smaller than window ({settings['window']})")
         device_and_dtype(settings)
-        try:
-            check_folder(settings["weights"])
-        except EngineError as error:
-            raise EngineError(f"{error}{fetch_hint(name, settings['weights'])}") from None
+        check_naming_fetch(name, settings["weights"], check_folder)
 
     def pipeline(self, weights: str, device: str, dtype) -> AnimateAnyonePipeline:
         key = (self.guider, str(Path(weights).resolve()), device, dtype)

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ...fetching import fetch_hint
+from ...fetching import check_naming_fetch
 from ...models.devices import DEVICE_SETTINGS, default_device, device_and_dtype
 from ..base import ENGINE_MODELS, EngineError, EngineInfo, EngineInput, JobInputs
 from .weights import check_folder, load_networks
@@ -95,10 +95,7 @@ class EchoMimicEngine:
         else:
             self._face_mask(job, settings.get("face_box") or "")
         device_and_dtype(settings)
-        try:
-            check_folder(settings["weights"], mode, bool(settings.get("accelerated")))
-        except EngineError as error:
-            raise EngineError(f"{error}{fetch_hint(self.info.name, settings['weights'])}") from None
+        check_naming_fetch(self.info.name, settings["weights"], check_folder, mode, bool(settings.get("accelerated")))
 
     def render(self, job: JobInputs, start: int, stop: threading.Event) -> Iterator[tuple[int, np.ndarray]]:
         self.check(job)

@@ -19,6 +19,7 @@ from ...models.devices import DEVICE_SETTINGS, default_device, device_and_dtype
 from ..base import ENGINE_MODELS, EngineError, EngineInfo, EngineInput, JobInputs
 from .face_crops import face_crops
 from .pipeline import CARRY_CHOICES, DEFAULT_PROMPT, MODES, SIZE_MULTIPLE, generate_segments, plan_segments
+from ...fetching import check_naming_fetch
 from .weights import check_offload, check_weights_folder, load_pipeline
 
 def _offload(settings: dict) -> str | None:
@@ -96,7 +97,7 @@ class WanAnimateEngine:
         plan_segments(len(job.frames), int(settings["segment"]), int(settings["carry"]))
         device, _dtype = device_and_dtype(settings, cuda_default=None)
         check_offload(_offload(settings), torch.device(device))
-        check_weights_folder(settings["weights"])
+        check_naming_fetch("wan-animate", settings["weights"], check_weights_folder)
 
     def render(self, job: JobInputs, start: int, stop: threading.Event) -> Iterator[tuple]:
         self.check(job)

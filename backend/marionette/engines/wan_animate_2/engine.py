@@ -20,6 +20,7 @@ from ...color_match import ColorMatch
 from ...models.devices import DEVICE_SETTINGS, default_device, device_and_dtype
 from ..base import ENGINE_MODELS, EngineError, EngineInfo, EngineInput, JobInputs
 from .pipeline import CARRY_CHOICES, DEFAULT_PROMPT, SIZE_MULTIPLE, check_plan, generate_segments
+from ...fetching import check_naming_fetch
 from .weights import OFFLOAD_MODES, check_weights_folder, load_pipeline, set_guidance
 
 # The release's sampling, per variant: steps and classifier-free guidance scale.
@@ -86,7 +87,7 @@ class WanAnimate2Engine:
             raise EngineError(f"the wan-animate-2 engine is driven by a video of the performance; the job has "
                               f"{len(driving)} driving frames for {len(job.frames)} frames")
         check_plan(int(settings["segment"]), int(settings["carry"]))
-        variant = check_weights_folder(settings["weights"])
+        variant = check_naming_fetch("wan-animate-2", settings["weights"], check_weights_folder)
         self._sampling(variant, settings)
         device, _dtype = device_and_dtype(settings, cuda_default=None)
         if settings.get("offload", "none") != "none" and device == "cpu":
