@@ -17,6 +17,7 @@ from .audio import SAMPLE_RATE, AudioError, load_audio
 from .auth import default_store, default_token_file, load_or_create_token
 from .engines import EngineError, EngineRegistry
 from .fetching import release_engine
+from .weights_service import release_status, weights_status
 from .images import ImageError
 from .job_inputs import JobError
 from .lip_sync.service import predict_offsets
@@ -174,7 +175,7 @@ def list_engines(args, registry: EngineRegistry) -> int:
             continue
         entry = engine.info.to_json()
         if args.weights is not None:
-            entry["weights"] = _weights_status(engine, args.weights)
+            entry["weights"] = weights_status(engine, args.weights)
         listing.append(entry)
     unavailable = [engine.to_json() for name, engine in registry.unavailable.items() if args.name in (None, name)]
     cluster = None
@@ -245,29 +246,6 @@ def run_weights(args, registry: EngineRegistry) -> int:
     status = release_status(args.engine, args.to, registry)
     print(f"{args.engine} weights in {args.to}: {status['status']}")
     return 0 if status["ok"] else 1
-
-
-def release_status(name: str, folder: Path, registry: EngineRegistry) -> dict:
-    """Whether `folder` checks out for a release: its engine's own check, or lip sync's."""
-    engine_name = release_engine(name)
-    if engine_name is None:
-        from .lip_sync.weights import check_weights_folder
-        try:
-            check_weights_folder(folder)
-        except EngineError as error:
-            return {"ok": False, "status": str(error)}
-        return {"ok": True, "status": "checks out"}
-    return _weights_status(registry.get(engine_name), folder)
-
-
-def _weights_status(engine, folder: Path) -> dict:
-    if not engine.info.needs_weights:
-        return {"ok": True, "status": "needs no weights"}
-    try:
-        note = engine.check_weights(str(folder))
-    except EngineError as error:
-        return {"ok": False, "status": str(error)}
-    return {"ok": True, "status": "checks out" + (f" ({note})" if note else "")}
 
 
 def run_lip_sync(args) -> int:

@@ -1,7 +1,7 @@
 """The server's `weights` request: the state of an engine's weights folder on the backend's machine,
 and fetching it there (fetching.py), one fetch at a time, beside the jobs, with progress and cancel.
 
-    {"type": "weights", "engine": E, "folder": F?}                     -> the folder's state
+    {"type": "weights", "engine": E, "release": R?, "folder": F?}      -> the folder's state
     {"type": "weights", "engine": E, "folder": F?, "action": "fetch", "accept_licences": bool}
         -> {"type": "weights", "state": "fetching"}, then "weights_progress" messages
            {"done", "total", "file"}, then the folder's state (or state "failed" / "cancelled")
@@ -11,6 +11,8 @@ The folder's state: {"type": "weights", "engine", "folder", "state": "ready" | "
 "status" (the engine's own check, or what is missing), "listed" (whether Marionette knows where
 the engine's files come from), "size" (their listed bytes), "licences" (repository -> licence, for
 those that need accepting)}. Without a folder the engine's default is used: <backend data>/weights/E.
+`release` (default: E) picks one of the engine's releases (`wan-animate-2-distilled` for
+`wan-animate-2`); E may also be `lip-sync`, whose folder no engine reads.
 """
 
 from __future__ import annotations
@@ -24,11 +26,35 @@ from pathlib import Path
 from marionette_core.protocol import error_message
 
 from .engines import EngineError, EngineRegistry
-from .fetching import FetchCancelled, fetch, licences_to_accept, manifests
+from .fetching import FetchCancelled, fetch, licences_to_accept, manifests, release_engine
 
 log = logging.getLogger("marionette.weights")
 
 PROGRESS_INTERVAL_S = 0.25  # at most this often a progress message
+
+
+def weights_status(engine, folder: Path) -> dict:
+    """{"ok", "status"}: the engine's own check of a weights folder."""
+    if not engine.info.needs_weights:
+        return {"ok": True, "status": "needs no weights"}
+    try:
+        note = engine.check_weights(str(folder))
+    except EngineError as error:
+        return {"ok": False, "status": str(error)}
+    return {"ok": True, "status": "checks out" + (f" ({note})" if note else "")}
+
+
+def release_status(name: str, folder: Path, engines: EngineRegistry) -> dict:
+    """{"ok", "status"}: whether `folder` checks out for a release: its engine's own check, or lip sync's."""
+    engine_name = release_engine(name)
+    if engine_name is None:
+        from .lip_sync.weights import check_weights_folder
+        try:
+            check_weights_folder(folder)
+        except EngineError as error:
+            return {"ok": False, "status": str(error)}
+        return {"ok": True, "status": "checks out"}
+    return weights_status(engines.get(engine_name), folder)
 
 
 class WeightsService:
@@ -47,30 +73,39 @@ class WeightsService:
         """Where an engine's (or lip sync's) weights go when no folder is given: <data folder>/weights/<name>."""
         return self.default_root / name
 
-    def state(self, engine_name: str, folder: Path) -> dict:
-        engine = self.engines.get(engine_name)
-        files = manifests().get(engine_name, [])
-        answer = {"type": "weights", "engine": engine_name, "folder": str(folder), "listed": bool(files),
-                  "size": sum(file.listed_size for file in files), "licences": licences_to_accept(files)}
+    def state(self, engine_name: str, folder: Path, release: str | None = None) -> dict:
+        release = release or engine_name
+        files = manifests().get(release, [])
+        answer = {"type": "weights", "engine": engine_name, "release": release, "folder": str(folder),
+                  "listed": bool(files), "size": sum(file.listed_size for file in files),
+                  "licences": licences_to_accept(files)}
         if self.fetching is not None and self.fetching[:2] == (engine_name, folder):
             return {**answer, "state": "fetching", "status": "fetching"}
-        if not engine.info.needs_weights:
-            return {**answer, "state": "ready", "status": "needs no weights"}
-        try:
-            note = engine.check_weights(str(folder))
-        except EngineError as error:
-            return {**answer, "state": "missing", "status": str(error)}
-        return {**answer, "state": "ready", "status": "checks out" + (f" ({note})" if note else "")}
+        status = release_status(release, folder, self.engines) if files else \
+            weights_status(self.engines.get(engine_name), folder)
+        return {**answer, "state": "ready" if status["ok"] else "missing", "status": status["status"]}
+
+    def release_for(self, engine_name: str, header: dict) -> str:
+        """The release a request means: its `release`, else the engine's own; EngineError if unknown or another
+        engine's."""
+        release = header.get("release") or engine_name
+        if not isinstance(release, str) or (release != engine_name and release not in manifests()):
+            raise EngineError(f"no release {str(release)[:40]!r}; `marionette weights list` names them")
+        if release in manifests() and release_engine(release) != (None if engine_name == "lip-sync" else engine_name):
+            raise EngineError(f"{release} is not a release of {engine_name}")
+        return release
 
     async def handle(self, header: dict, send) -> None:
         engine_name = header.get("engine")
         if not isinstance(engine_name, str):
-            raise EngineError("the 'weights' request needs an 'engine' name")
-        self.engines.get(engine_name)  # unknown or unavailable: named
+            raise EngineError("the 'weights' request needs an 'engine' name (or lip-sync)")
+        if engine_name != "lip-sync":
+            self.engines.get(engine_name)  # unknown or unavailable: named
+        release = self.release_for(engine_name, header)
         folder = self.folder_for(engine_name, header)
         action = header.get("action", "status")
         if action == "status":
-            await send(await asyncio.to_thread(self.state, engine_name, folder))
+            await send(await asyncio.to_thread(self.state, engine_name, folder, release))
         elif action == "cancel":
             if self.fetching is not None and self.fetching[0] == engine_name:
                 self.fetching[2].set()
@@ -82,12 +117,15 @@ class WeightsService:
                 return
             stop = threading.Event()
             self.fetching = (engine_name, folder, stop)
-            await send({"type": "weights", "engine": engine_name, "folder": str(folder), "state": "fetching"})
-            asyncio.create_task(self._fetch(engine_name, folder, bool(header.get("accept_licences")), stop, send))
+            await send({"type": "weights", "engine": engine_name, "release": release, "folder": str(folder),
+                        "state": "fetching"})
+            asyncio.create_task(self._fetch(engine_name, release, folder, bool(header.get("accept_licences")), stop,
+                                            send))
         else:
             raise EngineError(f"unknown weights action {str(action)[:40]!r}; status, fetch or cancel")
 
-    async def _fetch(self, engine_name: str, folder: Path, accept: bool, stop: threading.Event, send) -> None:
+    async def _fetch(self, engine_name: str, release: str, folder: Path, accept: bool, stop: threading.Event,
+                     send) -> None:
         loop = asyncio.get_running_loop()
         last = [0.0]
 
@@ -100,7 +138,7 @@ class WeightsService:
                 asyncio.run_coroutine_threadsafe(_try_send(send, message), loop)
 
         try:
-            await asyncio.to_thread(fetch, engine_name, folder, accept_licences=accept, say=log.info,
+            await asyncio.to_thread(fetch, release, folder, accept_licences=accept, say=log.info,
                                     progress=progress, stop=stop, interactive=False)
             ending = None
         except FetchCancelled:
@@ -112,7 +150,7 @@ class WeightsService:
             ending = {"state": "failed", "status": f"{type(error).__name__}: {error}"}
         finally:
             self.fetching = None
-        answer = await asyncio.to_thread(self.state, engine_name, folder)
+        answer = await asyncio.to_thread(self.state, engine_name, folder, release)
         await _try_send(send, {**answer, **(ending or {})})
 
 

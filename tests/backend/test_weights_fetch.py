@@ -228,3 +228,24 @@ def test_a_fetch_on_the_backend_can_be_cancelled(hub, hub_backend):
     assert header["state"] == "cancelled", header
     assert not (backend.store.parent / "weights" / ENGINE / "motion_module.pth").exists()
     client.ping()
+
+
+def test_the_request_names_a_release_of_the_engine_or_lip_sync(hub_backend):
+    backend, client = hub_backend, connected(hub_backend)
+    from marionette_core.client import BackendError
+
+    def ask(**header):
+        client.send({"type": "weights", **header})
+        return client.receive().header
+
+    distilled = ask(engine="wan-animate-2", release="wan-animate-2-distilled")
+    assert distilled["release"] == "wan-animate-2-distilled" and distilled["listed"] and distilled["state"] == "missing"
+    assert distilled["folder"] == str(backend.store.parent / "weights" / "wan-animate-2")
+    lip_sync = ask(engine="lip-sync")
+    assert lip_sync["state"] == "missing" and lip_sync["folder"] == str(backend.store.parent / "weights" / "lip-sync")
+    assert "weights fetch lip-sync" in lip_sync["status"]
+    for header, words in (({"engine": "echomimic", "release": "lip-sync"}, "lip-sync is not a release of echomimic"),
+                          ({"engine": "echomimic", "release": "nope"}, "no release 'nope'")):
+        with pytest.raises(BackendError, match=words):
+            ask(**header)
+    client.ping()
