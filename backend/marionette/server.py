@@ -22,6 +22,7 @@ from .job_runner import JobRunner
 from .jobs import JobStore, UnknownJobError
 from .lip_sync.service import handle_lip_sync
 from .receiving import Busy, Receiver, ServerLimits
+from .fetching import releases_for
 from .weights_service import WeightsService
 
 log = logging.getLogger("marionette.server")
@@ -59,7 +60,9 @@ class Server:
             self._server.close()
 
     def capabilities(self) -> dict:
-        capabilities = {"engines": [info.to_json() for info in self.engines.infos()],
+        # Each engine's weights releases (`marionette weights list`), so a client can offer them.
+        capabilities = {"engines": [{**info.to_json(), "weights_releases": releases_for(info.name)}
+                                    for info in self.engines.infos()],
                         "unavailable_engines": [engine.to_json() for engine in self.engines.unavailable.values()],
                         "limits": self.limits.to_json()}
         if self.cluster is not None:

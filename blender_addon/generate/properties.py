@@ -5,8 +5,18 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 
+from ..shared import engines
 from ..shared.engines import MARIONETTE_PG_engine_setting
 from .driving import LOOKS
+
+_release_items: list[tuple[str, str, str]] = []  # Blender keeps no copy of dynamic enum items: held here
+
+
+def weights_release_items(settings, context):
+    """The engine's weights releases, as the backend announced them; the engine's own first."""
+    names = engines.declared_engines.get(settings.engine, {}).get("weights_releases") or [settings.engine or "none"]
+    _release_items[:] = [(name, name, f"Fetch and check the {name} release") for name in names]
+    return _release_items
 
 
 def _show_reference_in_camera(settings, context) -> None:
@@ -55,6 +65,10 @@ class GenerateSettings:
         name="Background Strip",
         description="For replace-mode engines: the VSE image-sequence or movie strip whose frames the "
                     "character is generated into (a rendered set or a live-action plate)")
+    weights_release: EnumProperty(
+        name="Release", items=weights_release_items,
+        description="Which of the engine's released models Fetch Weights brings and Check checks against "
+                    "(wan-animate-2: base or distilled)")
     accept_weight_licences: BoolProperty(
         name="Accept the Licences", default=False,
         description="Fetch Weights brings files that come under the licences listed above; tick to accept them")

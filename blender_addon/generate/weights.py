@@ -22,7 +22,10 @@ def _request(scene) -> dict:
     if declaration is None or not declaration.get("needs_weights"):
         raise MarionetteError(f"the {engine} engine needs no weights")
     folder = engines.absolute_paths(declaration, engines.settings_for(scene, engine)).get("weights")
-    return {"type": "weights", "engine": engine, **({"folder": folder} if folder else {})}
+    request = {"type": "weights", "engine": engine, **({"folder": folder} if folder else {})}
+    if scene.marionette.weights_release in (declaration.get("weights_releases") or ())[1:]:
+        request["release"] = scene.marionette.weights_release  # another than the engine's own
+    return request
 
 
 def _gib(size: float) -> str:
@@ -159,6 +162,8 @@ def draw(layout, scene, engine: dict) -> None:
             box.label(text=f"{repo}: {licence}", icon="INFO")
         if known.get("licences"):
             box.prop(scene.marionette, "accept_weight_licences")
+    if len(engine.get("weights_releases") or ()) > 1:
+        box.prop(scene.marionette, "weights_release")
     row = box.row(align=True)
     row.operator("marionette.check_weights", text="Check")
     row.operator("marionette.fetch_weights", text="Fetch Weights", icon="IMPORT")

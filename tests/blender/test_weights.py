@@ -90,3 +90,38 @@ def test_check_and_fetch_weights_from_the_generate_panel(tmp_path, hub_backend):
     assert after["state"] == "ready", after
     assert "checks out (variants: audio, audio accelerated, pose, pose accelerated)" in after["status"]
     assert (Path(hub_backend["default"]) / "audio_processor" / "whisper_tiny.pt").is_file()
+
+
+def case_pick_a_release(tmp, port, token_file):
+    import bpy
+    import scene_helpers as h
+    from bl_ext.user_default.marionette.generate import weights
+
+    scene = h.connected_demo_scene(tmp, port, token_file)
+    scene.marionette.engine = "wan-animate-2"
+    from bl_ext.user_default.marionette.generate.properties import weights_release_items
+
+    result = {"offered": [item[0] for item in weights_release_items(scene.marionette, bpy.context)]}
+    bpy.ops.marionette.check_weights()
+    result["own"] = dict(weights.states["wan-animate-2"])
+    scene.marionette.weights_release = "wan-animate-2-distilled"
+    bpy.ops.marionette.check_weights()
+    result["distilled"] = dict(weights.states["wan-animate-2"])
+    from bl_ext.user_default.marionette.shared import engines
+
+    for engine in ("wan-animate-2", "echomimic"):  # the choice is drawn only where there is one to make
+        drawn = []
+        weights.draw(h.RecordingLayout(drawn), scene, engines.declared_engines[engine])
+        result[f"drawn {engine}"] = [entry[2] for entry in drawn if entry[0] == "prop"]
+    return result
+
+
+def test_an_engine_with_two_releases_offers_both(tmp_path, hub_backend):
+    result = run_in_blender(case_pick_a_release, tmp_path, tmp=str(tmp_path), port=hub_backend["port"],
+                            token_file=hub_backend["token_file"])
+    assert result["offered"] == ["wan-animate-2", "wan-animate-2-distilled"]
+    assert result["own"]["release"] == "wan-animate-2" and result["own"]["state"] == "missing"
+    assert result["distilled"]["release"] == "wan-animate-2-distilled" and result["distilled"]["listed"]
+    assert result["distilled"]["folder"] == str(Path(hub_backend["default"]).parent / "wan-animate-2")
+    assert "weights_release" in result["drawn wan-animate-2"]
+    assert "weights_release" not in result["drawn echomimic"]
