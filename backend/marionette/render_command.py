@@ -120,12 +120,13 @@ def run_render(args, registry: EngineRegistry) -> int:
     """Run the engine on the files the options name; one PNG per frame in --out."""
     engine = registry.get(args.engine)
     info = engine.info
-    tracks = {name: _images_in(folder, name) for name, folder in _track_folders(args, info).items()}
+    settings = _settings(args, info)
+    tracks = {name: _images_in(folder, name) for name, folder in _track_folders(args, info, settings).items()}
     pose_files = sorted(args.poses.glob("*.json")) if args.poses else []
     if args.poses and not pose_files:
         raise JobError(f"no OpenPose JSON files in {args.poses}")
     audio = _render_audio(args, info)
-    frames = _frame_count(args, info, tracks, pose_files, audio)
+    frames = _frame_count(args, info, tracks, pose_files, audio, settings)
     stems = pose_files or next(iter(tracks.values()), None)
     names = [path.stem for path in stems] if stems else [f"{index:06d}" for index in range(frames)]
     try:
@@ -135,7 +136,7 @@ def run_render(args, registry: EngineRegistry) -> int:
         raise JobError(f"not JSON: {error}") from None
     if not info.inputs and not (args.reference_pose and pose_files):
         raise JobError(f"the {info.name} engine follows keypoints: give --reference-pose and --poses")
-    job = {"engine": info.name, "settings": _settings(args, info), "width": args.width, "height": args.height,
+    job = {"engine": info.name, "settings": settings, "width": args.width, "height": args.height,
            "frames": list(range(frames)), "poses": poses, "reference_pose": reference_pose, "fps": args.fps,
            "text": {spec.name: getattr(args, f"text_{spec.name}") for spec in info.inputs
                     if spec.kind == styles.TEXT and getattr(args, f"text_{spec.name}", None) is not None}}
@@ -190,7 +191,7 @@ def _images_in(folder: Path, name: str) -> list[Path]:
     return files
 
 
-def _frame_count(args, info, tracks: dict, pose_files: list, audio) -> int:
+def _frame_count(args, info, tracks: dict, pose_files: list, audio, settings: dict) -> int:
     if args.frames is not None and args.frames < 1:
         raise JobError(f"--frames must be at least 1, not {args.frames}")
     counts = {len(files) for files in tracks.values()} | ({len(pose_files)} if pose_files else set()) \
@@ -204,25 +205,28 @@ def _frame_count(args, info, tracks: dict, pose_files: list, audio) -> int:
         return counts.pop()
     if audio is not None:  # the sound alone: as many frames as it lasts
         return max(1, math.ceil(len(audio) * args.fps / SAMPLE_RATE))
-    needed = [_track_option(spec, info) for spec in info.inputs if spec.kind == styles.IMAGES and spec.required]
+    needed = [_track_option(spec, info, settings) for spec in info.inputs
+              if spec.kind == styles.IMAGES and (spec.required or spec.name in _map_tracks(info, settings)[:1])]
     raise JobError(f"nothing to render: give {' and '.join(['--poses', *needed]) if needed else '--poses'} "
                    f"(the {info.name} engine's inputs)")
 
 
-def _track_option(spec, info) -> str:
+def _track_option(spec, info, settings: dict) -> str:
     """The option that gives an image track: its style's (--driving, --mask, ...), --maps for the
-    engine's first drawn track, else --track NAME=DIR."""
+    engine's first control-map track, else --track NAME=DIR."""
     option = STYLE_OPTIONS.get(spec.style)
     if option is not None:
         return f"{option_name(option)} DIR"
-    return "--maps DIR" if _drawn_tracks(info)[:1] == [spec.name] else f"--track {spec.name}=DIR"
+    return "--maps DIR" if _map_tracks(info, settings)[:1] == [spec.name] else f"--track {spec.name}=DIR"
 
 
-def _drawn_tracks(info) -> list[str]:
-    """The engine's image tracks of control maps drawn from keypoints (pose or face maps)."""
+def _map_tracks(info, settings: dict) -> list[str]:
+    """The engine's image tracks of control maps (pose or face maps drawn from keypoints, or depth)
+    that the settings use (an input declared for other setting values is skipped)."""
+    values = {name: spec.get("default") for name, spec in info.settings.items()} | settings
     return [spec.name for spec in info.inputs if spec.kind == styles.IMAGES
-            and styles.style(spec.style).draw is not None
-            and styles.style(spec.style).folder in (styles.POSE, styles.FACE)]
+            and styles.style(spec.style).folder in styles.CONTROL_MAP_PASSES
+            and all(values.get(key) == value for key, value in (spec.when or {}).items())]
 
 
 def _settings(args, info) -> dict:
@@ -274,13 +278,13 @@ def _face_box_of_mask(args) -> str:
     return ",".join(f"{value:g}" for value in box)
 
 
-def _track_folders(args, info) -> dict[str, Path]:
+def _track_folders(args, info, settings: dict) -> dict[str, Path]:
     """Image tracks from the command line, by the engine's input names: --maps is the engine's first
-    drawn track (its pose or face maps), the style options (--face-maps, --background, --mask) the
-    tracks of their style; --track NAME=DIR any track by name."""
+    control-map track the settings use (its pose, face or depth maps), the style options (--face-maps,
+    --background, --mask) the tracks of their style; --track NAME=DIR any track by name."""
     folders = {}
     images = [spec for spec in info.inputs if spec.kind == styles.IMAGES]
-    drawn = _drawn_tracks(info)
+    drawn = _map_tracks(info, settings)
     if args.maps is not None:
         if not drawn:
             raise JobError(f"the {info.name} engine takes no control maps; give --poses")

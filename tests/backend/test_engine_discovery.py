@@ -19,7 +19,7 @@ import synthetic
 ROOT = Path(__file__).resolve().parents[2]
 # A backend whose `diffusers` cannot be imported, as on a machine without the diffusion extra.
 WITHOUT_DIFFUSERS = "import sys; sys.modules['diffusers'] = None; from marionette.cli import main; sys.exit(main())"
-DIFFUSION_ENGINES = {"animate-anyone", "aniportrait", "echomimic", "wan-animate", "wan-animate-2"}
+DIFFUSION_ENGINES = {"animate-anyone", "aniportrait", "echomimic", "wan-animate", "wan-animate-2", "wan-vace"}
 
 
 def test_every_engine_package_is_found():

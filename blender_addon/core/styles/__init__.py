@@ -25,6 +25,8 @@ INPUT_KINDS = (IMAGES, TEXT, AUDIO)
 # Control passes (folders under control/) and how their images come about.
 POSE, FACE, MASK = "pose", "face", "mask"  # drawn from the keypoints by the extension
 DRAWN_PASSES = (POSE, FACE, MASK)
+DEPTH = "depth"  # rendered by Blender through the scene camera
+CONTROL_MAP_PASSES = (POSE, FACE, DEPTH)  # the maps a model is steered by (the command line's --maps)
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,14 @@ FACE_POINT_COLOR = (255, 255, 255)
 
 
 def draw(people, width: int, height: int, depth_order: bool = False) -> np.ndarray:
+    return draw_on_canvas(people, width, height, depth_order, lambda points: as_annotator_sees(points, width, height))
+
+
+def draw_on_canvas(people, width: int, height: int, depth_order: bool, place, hands: bool = True) -> np.ndarray:
+    """The annotator's drawing on a width x height canvas; place(points) gives an (N, 3) group's
+    points in canvas pixels as the annotator holds them. Without `hands`, body and face only."""
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
-    bodies = [body_points(as_annotator_sees(p.group("pose_keypoints_2d"), width, height),
-                          p.group_depth("pose_keypoints_2d")) for p in people]
+    bodies = [body_points(place(p.group("pose_keypoints_2d")), p.group_depth("pose_keypoints_2d")) for p in people]
     for color, region in in_order(limb_regions(bodies, BODY_LIMBS, BODY_COLORS, STICK_WIDTH, width, height),
                                   depth_order):
         paint(canvas, [region], color)
@@ -31,14 +36,14 @@ def draw(people, width: int, height: int, depth_order: bool = False) -> np.ndarr
     for color, region in in_order(joint_regions(bodies, BODY_COLORS, JOINT_RADIUS, width, height), depth_order):
         paint(canvas, [region], color)
     # All left hands, then all right hands, as the annotator stacks them.
-    for key in ("hand_left_keypoints_2d", "hand_right_keypoints_2d"):
+    for key in ("hand_left_keypoints_2d", "hand_right_keypoints_2d") if hands else ():
         for person in people:
-            hand = as_annotator_sees(person.group(key), width, height)
+            hand = place(person.group(key))
             present = (hand[:, 2] > 0) & clear_of_top_left(hand)
             draw_hand(canvas, hand, person.group_depth(key), present, HAND_LINE_THICKNESS, HAND_POINT_RADIUS,
                       depth_order)
     for person in people:
-        face = as_annotator_sees(person.group("face_keypoints_2d"), width, height)
+        face = place(person.group("face_keypoints_2d"))
         present = (face[:, 2] > 0) & clear_of_top_left(face)
         paint(canvas, [disk_region(int(x), int(y), FACE_POINT_RADIUS, width, height) for x, y, _c in face[present]],
               FACE_POINT_COLOR)

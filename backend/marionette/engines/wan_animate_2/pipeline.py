@@ -28,9 +28,7 @@ the start) and skips the frames before f.
 from __future__ import annotations
 
 import math
-import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -40,6 +38,7 @@ from diffusers.modular_pipelines import PipelineState
 from PIL import Image
 
 from ...color_match import ColorMatch
+from ...models.segments import Segment, SegmentStates, Stopped, first_frame_of, segment_of, stop_between_steps
 from .weights import WanAnimate2Error
 
 CARRY_CHOICES = (1, 5)
@@ -47,12 +46,6 @@ SIZE_MULTIPLE = 16  # the pipeline's frame size is a multiple of the VAE's 8 tim
 DEFAULT_PROMPT = "视频中的人在做动作"  # "the person in the video is doing actions", as Wan's animate code prompts
 ENCODER_BLOCKS = ("text_encoder", "image_encoder", "video_encoder", "vae_encoder")
 LOOP_BLOCKS = ("vae_encoder", "prev_frames", "prepare", "scheduler_reset", "ref_extract", "denoise_inner", "decode")
-
-
-@dataclass
-class Segment:
-    first_frame: int  # index of the first of `frames` in the shot
-    frames: list[np.ndarray]  # (H, W, 3) uint8 RGB, the shot's frames in order
 
 
 def check_plan(segment: int, carry: int) -> None:
@@ -85,19 +78,6 @@ def area_request(height: int, width: int, reference_height: int, reference_width
     return height, width  # a reference of another aspect: the pipeline keeps the reference's
 
 
-def segment_of(frame: int, segment: int, carry: int) -> int:
-    """The segment that makes frame `frame` of the shot."""
-    return 0 if frame < segment else (frame - carry) // (segment - carry)
-
-
-def first_frame_of(k: int, segment: int, carry: int) -> int:
-    return 0 if k == 0 else carry + k * (segment - carry)
-
-
-class _Stopped(Exception):
-    pass
-
-
 def generate_segments(pipe, reference: np.ndarray, driving: Sequence[np.ndarray], *, height: int, width: int,
                       prompt: str = DEFAULT_PROMPT, negative_prompt: str | None = None, segment: int = 81,
                       carry: int = 1, steps: int = 40, seed: int = 42, start_frame: int = 0,
@@ -125,9 +105,9 @@ def generate_segments(pipe, reference: np.ndarray, driving: Sequence[np.ndarray]
                   negative_prompt=negative_prompt, height=height, width=width, segment_frame_length=segment,
                   prev_segment_conditioning_frames=carry, num_inference_steps=steps, generator=generator,
                   output_type="np")
-    resume = _Resume(state_dir)
+    resume = SegmentStates(state_dir, WanAnimate2Error)
     first = resume.start(segment_of(start_frame, segment, carry) if start_frame else 0)
-    stopping = pipe.transformer.register_forward_pre_hook(lambda *_: _raise_if(stop))
+    stopping = stop_between_steps(pipe.transformer, stop)
     try:
         with torch.no_grad():
             state = _encoded(pipe, inputs)
@@ -153,21 +133,15 @@ def generate_segments(pipe, reference: np.ndarray, driving: Sequence[np.ndarray]
                 decoded = decoded[:, :, :, crop_top:crop_top + crop_height, crop_left:crop_left + crop_width]
                 video = pipe.video_processor.postprocess_video(decoded, output_type="np")[0]
                 images = [np.round(frame * 255).astype(np.uint8) for frame in video]
-                resume.save(k, block_state.out_frames, carry, generator)
+                resume.save(k, block_state.out_frames[:, :, -carry:], generator)
                 if color is not None:
                     images = color.apply(k, images, resume.folder)
                 if images:
                     yield Segment(start, images)
-    except _Stopped:
+    except Stopped:
         return
     finally:
         stopping.remove()
-
-
-def _raise_if(stop: threading.Event | None) -> None:
-    """Before every transformer call: end the run between denoising steps once asked to."""
-    if stop is not None and stop.is_set():
-        raise _Stopped()
 
 
 def _pil(image: np.ndarray) -> Image.Image:
@@ -194,45 +168,3 @@ def _encoded(pipe, inputs: dict) -> PipelineState:
         _, state = blocks.sub_blocks[name](pipe, state)
     _, state = core.sub_blocks["prepare_segments"](pipe, state)
     return state
-
-
-class _Resume:
-    """What a job keeps to resume exactly: after segment k, segment-<k>.pt holds the decoded frames the
-    next segment conditions on and the generator's state."""
-
-    def __init__(self, folder: Path | None):
-        self.folder = Path(folder) if folder is not None else None
-
-    def _path(self, k: int) -> Path:
-        return self.folder / f"segment-{k:04d}.pt"
-
-    def start(self, wanted: int) -> int:
-        """The segment to start at: `wanted` if the state before it is kept, else the first after the
-        latest state kept (0 without any)."""
-        if self.folder is None:
-            return 0
-        for k in range(wanted - 1, -1, -1):
-            if self._path(k).is_file():
-                return k + 1
-        return 0
-
-    def tail(self, first: int) -> torch.Tensor | None:
-        return None if first == 0 else self._load(first - 1)["tail"]
-
-    def generator(self, first: int) -> torch.Tensor:
-        return self._load(first - 1)["generator"]
-
-    def _load(self, k: int) -> dict:
-        try:
-            return torch.load(self._path(k), map_location="cpu", weights_only=True)
-        except Exception as error:  # a state that cannot be read cannot resume exactly: say so
-            raise WanAnimate2Error(f"cannot read the saved state {self._path(k)}: {error}") from None
-
-    def save(self, k: int, out_frames: torch.Tensor, carry: int, generator: torch.Generator) -> None:
-        if self.folder is None:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        temporary = self._path(k).with_suffix(".part")
-        torch.save({"tail": out_frames[:, :, -carry:].detach().cpu().clone(), "generator": generator.get_state()},
-                   temporary)
-        os.replace(temporary, self._path(k))
