@@ -13,7 +13,7 @@ pytest.importorskip("diffusers")
 
 from PIL import Image  # noqa: E402
 
-from marionette.engines.wan_vace.clips import NEGATIVE_PROMPT, clip_length, generate_clips  # noqa: E402
+from marionette.engines.wan_vace.pipeline import NEGATIVE_PROMPT, clip_length, generate_clips  # noqa: E402
 from marionette.engines.wan_vace.weights import WanVaceError, check_weights_folder, load_pipeline  # noqa: E402
 from marionette.models.segments import first_frame_of  # noqa: E402
 from tiny_wan_vace import save_tiny_release  # noqa: E402

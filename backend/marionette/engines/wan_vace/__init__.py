@@ -3,7 +3,7 @@ rig's motion in the scene a prompt describes, the motion carried by control maps
 the scene's depth rendered by Blender).
 
     engine.py       the engine: what it takes, its checks, the frames it yields
-    clips.py        the shot clip by clip, each continuing the previous through VACE's masks, resumable
+    pipeline.py     the shot clip by clip, each continuing the previous through VACE's masks, resumable
     weights.py      the released diffusers folder: checked (1.3B or 14B read from it), loaded
 """
 

@@ -4,7 +4,7 @@ VACE's pose annotator drew it, or the scene's depth rendered by Blender (normali
 VACE's depth annotator made it).
 
 Frames stream out clip by clip as each is decoded; a resumed job carries on from its first missing
-frame with the state kept in the job's folder (clips.py).
+frame with the state kept in the job's folder (pipeline.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Iterator
 from ...fetching import check_naming_fetch
 from ...models.devices import DEVICE_SETTINGS, default_device, device_and_dtype
 from ..base import ENGINE_MODELS, EngineError, EngineInfo, EngineInput, JobInputs
-from .clips import CARRY_CHOICES, CLIP, NEGATIVE_PROMPT, SIZE_MULTIPLE, check_plan, check_size, generate_clips
+from .pipeline import CARRY_CHOICES, CLIP, NEGATIVE_PROMPT, SIZE_MULTIPLE, check_plan, check_size, generate_clips
 from .weights import OFFLOAD_MODES, check_weights_folder, load_pipeline
 
 CONTROLS = ("pose", "depth")  # the setting's values, each the name of the track that carries the motion
