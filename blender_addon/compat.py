@@ -85,6 +85,41 @@ def use_ffmpeg_output(image_settings: bpy.types.ImageFormatSettings) -> None:
     image_settings.file_format = "FFMPEG"
 
 
+def use_image_output(image_settings: bpy.types.ImageFormatSettings, file_format: str) -> None:
+    """Render single images in `file_format` (5.x first asks for the media type)."""
+    if _has(image_settings, "media_type"):
+        image_settings.media_type = "IMAGE"
+    image_settings.file_format = file_format
+
+
+def compositor_output_of(scene: bpy.types.Scene, socket_name: str) -> None:
+    """Make `scene`'s compositor output its Render Layers' `socket_name` pass, alone (a scene of ours:
+    the tree is replaced). 5.x composites through a node group the scene points at; 4.x through the
+    scene's own tree and a Composite node."""
+    if _has(scene, "compositing_node_group"):
+        tree = bpy.data.node_groups.new(f"Marionette {socket_name}", "CompositorNodeTree")
+        tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
+        output = tree.nodes.new("NodeGroupOutput")
+        scene.compositing_node_group = tree
+    else:
+        scene.use_nodes = True
+        tree = scene.node_tree
+        tree.nodes.clear()
+        output = tree.nodes.new("CompositorNodeComposite")
+    layers = tree.nodes.new("CompositorNodeRLayers")
+    layers.scene = scene
+    tree.links.new(layers.outputs[socket_name], output.inputs[0])
+    scene.render.use_compositing = True
+
+
+def remove_compositor(scene: bpy.types.Scene) -> None:
+    """Remove what compositor_output_of made for a scene of ours."""
+    if _has(scene, "compositing_node_group") and scene.compositing_node_group is not None:
+        tree = scene.compositing_node_group
+        scene.compositing_node_group = None
+        bpy.data.node_groups.remove(tree)
+
+
 # --- animation -------------------------------------------------------------------------------
 
 def fcurves(id_data) -> bpy.types.bpy_prop_collection | None:

@@ -21,6 +21,7 @@ from ..connection.backend import BackendSettings
 from ..control_maps.job import ControlMapJob, armatures_to_render, job_settings, keypoints_at, publish_strips
 from ..shared import engines, strips
 from ..shared.jobs import Job, MarionetteError, Outcome
+from .depth import DepthRenderJob
 from .driving import DrivingRenderJob
 from .renders import BackgroundPlateJob, FaceCropRenderJob
 from .sound import mix_scene_sound, require_scene_sound
@@ -231,6 +232,8 @@ class GenerateJob(Job):
         if self.tracks.driving:
             self.render_jobs.append(DrivingRenderJob(self.scene, self.context_armatures, settings,
                                                      self.scene.marionette.driving_look))
+        if self.tracks.depth:
+            self.render_jobs.append(DepthRenderJob(self.scene, settings))
         if self.render_jobs:
             self.phase = "render"
         else:
@@ -242,7 +245,7 @@ class GenerateJob(Job):
             job.finish()
         finally:
             job.close()
-        if isinstance(job, DrivingRenderJob):  # what drove the model, beside the maps in the VSE
+        if isinstance(job, (DrivingRenderJob, DepthRenderJob)):  # what drove the model, beside the maps in the VSE
             publish_strips(self.scene.name, job.folder.parent, self.frame_start, len(job.frames), (job.folder.name,))
         if not self.render_jobs:
             self._submit()

@@ -9,7 +9,8 @@ from ..core import styles
 from ..shared.jobs import MarionetteError
 
 TEXT_INPUTS = ("prompt", "negative_prompt")  # the texts scene.marionette holds
-RENDERED_STYLES = ("background", "face-crop", "driving")  # the styles this extension renders in Blender (renders.py)
+# The styles this extension renders in Blender (renders.py, driving.py, depth.py).
+RENDERED_STYLES = ("background", "face-crop", "driving", "depth")
 
 
 class GenerationError(MarionetteError):
@@ -26,6 +27,7 @@ class TrackPlan:
     background: bool = False
     face_crops: bool = False  # face crops rendered in Blender (instead of made by the backend)
     driving: bool = False  # the performance rendered as the driving video
+    depth: bool = False  # the scene's depth through the camera
     tracks: dict[str, str] = field(default_factory=dict)  # track name -> control pass folder
     required: set[str] = field(default_factory=set)  # the track names the engine cannot do without
     texts: tuple[str, ...] = ()
@@ -75,6 +77,7 @@ def plan_tracks(engine: dict, background_strip: str, settings: dict | None = Non
         plan.background |= folder == "background"
         plan.face_crops |= folder == "face_crops"
         plan.driving |= folder == "driving"
+        plan.depth |= folder == styles.DEPTH
     plan.texts = tuple(texts)
     return plan
 

@@ -715,8 +715,6 @@ def case_wan_vace_from_the_rigs_pose(tmp, port, token_file, store, weights):
                              for i, f in enumerate(range(1, 6))],
               "frames": _names(Path(tmp) / "marionette" / "frames"),
               "frames_strip": _strip_info(scene, "Marionette frames")}
-    _set(scene, "wan-vace", control="depth")
-    result["depth"] = _generate()
     return result
 
 
@@ -731,5 +729,74 @@ def test_wan_vace_generates_from_the_rigs_pose_in_vaces_style(tmp_path, backend,
     assert result["maps_drawn"]
     assert all(result["sent_equal"])
     assert result["frames"] == names and result["frames_strip"]["elements"] == names
-    # The depth pass is not rendered by Blender yet: the backend names what the job lacks.
-    assert "takes one 'depth' map per frame" in result["depth"], result["depth"]
+
+
+def case_wan_vace_from_the_scenes_depth(tmp, port, token_file, store, weights):
+    import bpy
+    import numpy as np
+    from mathutils import Vector
+
+    scene = _demo(tmp, port, token_file, frames=3, engine="wan-vace")
+    scene.marionette.prompt = "a dancer on a stage"
+    # The set the animator blocked out: a box in front of the camera, another further back and to the side.
+    camera = scene.camera
+    forward = (camera.matrix_world.to_3x3() @ Vector((0, 0, -1))).normalized()
+    right = (camera.matrix_world.to_3x3() @ Vector((1, 0, 0))).normalized()
+    for name, distance, side, size in (("Near box", 4.0, -0.6, 0.5), ("Far box", 9.0, 1.2, 1.2)):
+        mesh = bpy.data.meshes.new(name)
+        mesh.from_pydata([(x * size, y * size, z * size) for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], [],
+                         [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)])
+        box = bpy.data.objects.new(name, mesh)
+        box.location = camera.matrix_world.translation + forward * distance + right * side
+        scene.collection.objects.link(box)
+    _set(scene, "wan-vace", weights=weights, clip=5, carry=1, steps=1, control="depth")
+    before = {"engine": scene.render.engine, "x": scene.render.resolution_x, "format":
+              scene.render.image_settings.file_format, "compositing": scene.render.use_compositing,
+              "scenes": sorted(s.name for s in bpy.data.scenes), "groups": len(bpy.data.node_groups)}
+    outcome = _generate()
+    job = _job(store, scene)
+    control = Path(tmp) / "marionette" / "control"
+    maps = {frame: _read_png(control / "depth" / f"{frame:06d}.png") for frame in range(1, 4)}
+    # Independently: the view-axis depth of rays cast from the camera through pixel centres (at what renders).
+    for obj in scene.objects:
+        obj.hide_viewport = obj.hide_viewport or obj.hide_render
+    scene.frame_set(2)
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    frame = [camera.matrix_world @ corner for corner in camera.data.view_frame(scene=scene)]
+    top_right, bottom_right, bottom_left, top_left = frame
+    origin = camera.matrix_world.translation
+    width, height = SIZE
+    samples = []
+    for y in range(2, height, 7):
+        for x in range(2, width, 7):
+            u, v = (x + 0.5) / width, (y + 0.5) / height
+            target = top_left + (top_right - top_left) * u + (bottom_left - top_left) * v
+            hit, location, *_ = scene.ray_cast(depsgraph, origin, (target - origin).normalized())
+            samples.append((x, y, float((location - origin).dot(forward)) if hit else None))
+    return {"outcome": outcome, "tracks": job["tracks"], "control": job["spec"]["settings"]["control"],
+            "grey": all(np.array_equal(m[..., 0], m[..., 1]) and np.array_equal(m[..., 0], m[..., 2])
+                        for m in maps.values()),
+            "ranges": [[int(m.min()), int(m.max())] for m in maps.values()],
+            "samples": [(x, y, z, int(maps[2][y, x, 0])) for x, y, z in samples],
+            "strip": _strip_info(scene, "Marionette depth"),
+            "after": {"engine": scene.render.engine, "x": scene.render.resolution_x, "format":
+                      scene.render.image_settings.file_format, "compositing": scene.render.use_compositing,
+                      "scenes": sorted(s.name for s in bpy.data.scenes), "groups": len(bpy.data.node_groups)},
+            "before": before, "leftovers": sorted(p.name for p in control.iterdir() if p.name.startswith("."))}
+
+
+def test_wan_vace_generates_from_the_scenes_depth_rendered_in_blender(tmp_path, backend, weights):
+    result = _run(case_wan_vace_from_the_scenes_depth, tmp_path, backend, store=backend["store"],
+                  weights=weights["wan-vace"])
+    assert result["outcome"] == ["FINISHED"], result["outcome"]
+    assert result["tracks"] == {"depth": 3} and result["control"] == "depth"
+    assert result["grey"] and all(high == 255 for _low, high in result["ranges"]), result["ranges"]
+    assert result["strip"]["elements"] == [f"{frame:06d}.png" for frame in range(1, 4)]
+    assert result["after"] == result["before"] and not result["leftovers"]  # the user's scene as it was
+    hits = [(z, value) for _x, _y, z, value in result["samples"] if z is not None]
+    misses = [value for _x, _y, z, value in result["samples"] if z is None]
+    assert len(hits) >= 10 and misses and all(value == 0 for value in misses), result["samples"]  # missed: black
+    # Background in the frame: the map is 255 (1/z) / max(1/z), truncated; the nearest sample sets the scale.
+    nearest = min(z for z, _ in hits)
+    for z, value in hits:
+        assert abs(value - 255 * nearest / z) <= 2 + 255 * nearest / z * 0.02, (z, value, nearest)
