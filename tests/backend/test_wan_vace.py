@@ -171,3 +171,61 @@ def test_bad_jobs_are_refused_by_name(release, tmp_path, capsys, change, words):
     assert marionette(command) == 2
     assert words in capsys.readouterr().err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def plate_shot(frames: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    plate = [rng.integers(0, 256, (HEIGHT, WIDTH, 3), np.uint8) for _ in range(frames)]
+    masks = []
+    for i in range(frames):  # the rig's region, moving
+        mask = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+        mask[6:26, 10 + i:30 + i] = 255
+        masks.append(mask)
+    return plate, masks
+
+
+def test_plate_mode_is_vaces_repaint_with_a_control(pipe):
+    """The plate outside the mask, the control map inside it, the mask white there; then a second
+    clip keeping the first's last frames."""
+    reference, control = shot(13, seed=12)
+    plate, masks = plate_shot(13, seed=13)
+    ours = run(pipe, reference, control, seed=2, clip=9, carry=5, background=plate, mask=masks)
+
+    def composed(i):
+        inside = masks[i][..., 0] >= 128
+        return np.where(inside[..., None], control[i], plate[i]), Image.fromarray((inside * 255).astype(np.uint8))
+
+    generator = torch.Generator("cpu").manual_seed(2)
+    frames, mask_images = zip(*(composed(i) for i in range(9)))
+    first = pipeline_frames(pipe, reference, list(frames), 2, generator=generator, mask=list(mask_images))
+    frames, mask_images = zip(*(composed(i) for i in range(4, 13)))
+    frames, mask_images = list(frames), list(mask_images)
+    frames[:5] = first[4:9]
+    mask_images[:5] = [Image.new("L", (WIDTH, HEIGHT), 0)] * 5
+    second = pipeline_frames(pipe, reference, frames, 2, generator=generator, mask=mask_images)
+    expected = first + second[5:]
+    assert len(ours) == 13
+    for index, (a, b) in enumerate(zip(ours, expected)):
+        np.testing.assert_array_equal(a, b, err_msg=f"frame {index}")
+
+
+def test_plate_mode_from_the_command_line_needs_the_plate_and_the_mask(release, tmp_path, capsys):
+    from marionette.cli import main as marionette
+    from marionette.images import encode_png
+
+    reference, control = shot(5, seed=14)
+    plate, masks = plate_shot(5, seed=15)
+    for name, images in (("maps", control), ("plate", plate), ("masks", masks)):
+        (tmp_path / name).mkdir()
+        for index, image in enumerate(images):
+            (tmp_path / name / f"{index:06d}.png").write_bytes(encode_png(image))
+    (tmp_path / "ref.png").write_bytes(encode_png(np.random.default_rng(1).integers(0, 256, (HEIGHT, WIDTH, 3),
+                                                                                      np.uint8)))
+    command = ["render", "--engine", "wan-vace", "--weights", str(release), "--reference", str(tmp_path / "ref.png"),
+               "--maps", str(tmp_path / "maps"), "--settings", '{"control": "depth", "mode": "plate"}',
+               "--prompt", PROMPT, "--steps", "1", "--width", str(WIDTH), "--height", str(HEIGHT), "--device", "cpu"]
+    assert marionette([*command, "--out", str(tmp_path / "refused")]) == 2
+    assert "plate mode takes one background plate ('background') per frame" in capsys.readouterr().err
+    assert marionette([*command, "--background", str(tmp_path / "plate"), "--mask", str(tmp_path / "masks"),
+                       "--out", str(tmp_path / "out")]) == 0
+    assert len(list((tmp_path / "out").glob("*.png"))) == 5

@@ -800,3 +800,28 @@ def test_wan_vace_generates_from_the_scenes_depth_rendered_in_blender(tmp_path, 
     nearest = min(z for z, _ in hits)
     for z, value in hits:
         assert abs(value - 255 * nearest / z) <= 2 + 255 * nearest / z * 0.02, (z, value, nearest)
+
+
+def case_wan_vace_into_the_plate(tmp, port, token_file, store, weights):
+    import scene_helpers as h
+
+    scene = _demo(tmp, port, token_file, frames=3, engine="wan-vace")
+    scene.marionette.prompt = "she wears a red coat"
+    paths = _write_plate(Path(tmp) / "plate", 3, SIZE)
+    strips = h.compat().strips(scene.sequence_editor_create())
+    plate = strips.new_image(name="Plate", filepath=str(paths[0]), channel=1, frame_start=1, fit_method="FIT")
+    for path in paths[1:]:
+        plate.elements.append(path.name)
+    scene.marionette.background_strip = plate.name
+    _set(scene, "wan-vace", weights=weights, clip=5, carry=1, steps=1, mode="plate")
+    outcome = _generate()
+    job = _job(store, scene)
+    return {"outcome": outcome, "tracks": job["tracks"], "mode": job["spec"]["settings"]["mode"],
+            "frames": _names(Path(tmp) / "marionette" / "frames")}
+
+
+def test_wan_vace_generates_into_the_plate_under_the_rig_mask(tmp_path, backend, weights):
+    result = _run(case_wan_vace_into_the_plate, tmp_path, backend, store=backend["store"], weights=weights["wan-vace"])
+    assert result["outcome"] == ["FINISHED"], result["outcome"]
+    assert result["mode"] == "plate" and result["tracks"] == {"pose": 3, "background": 3, "mask": 3}, result
+    assert result["frames"] == [f"{frame:06d}.png" for frame in range(1, 4)]

@@ -20,6 +20,7 @@ from .pipeline import CARRY_CHOICES, CLIP, NEGATIVE_PROMPT, SIZE_MULTIPLE, check
 from .weights import OFFLOAD_MODES, check_weights_folder, load_pipeline
 
 CONTROLS = ("pose", "depth")  # the setting's values, each the name of the track that carries the motion
+MODES = ("scene", "plate")
 # As VACE's authors run it (their Gradio demo's defaults): 25 steps, guidance 5, context scale 1.
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 5.0
@@ -36,6 +37,10 @@ class WanVaceEngine:
                         help="the rig's pose as VACE's pose annotator drew it (body and face), one map per frame"),
             EngineInput("depth", "images", "depth", required=False, when={"control": "depth"},
                         help="the scene's depth through the camera (near bright), one map per frame"),
+            EngineInput("background", "images", "background", required=False, when={"mode": "plate"},
+                        help="the plate the character is generated into (a rendered set or live action)"),
+            EngineInput("mask", "images", "rig-mask", required=False, when={"mode": "plate"},
+                        help="where the character is generated (white), the plate kept elsewhere"),
             EngineInput("prompt", "text", help="the scene and look the video shows, e.g. 'she dances on a rainy "
                                                "neon street at night'"),
             EngineInput("negative_prompt", "text", required=False,
@@ -50,6 +55,9 @@ class WanVaceEngine:
             "control": {"type": "choice", "default": "pose", "choices": list(CONTROLS),
                         "help": "what carries the motion: the rig's pose maps, or the scene's depth rendered by "
                                 "Blender (the set and props shape the scene)"},
+            "mode": {"type": "choice", "default": "scene", "choices": list(MODES),
+                     "help": "scene: the whole picture made from the prompt; plate: the character generated into "
+                             "the background strip inside the rig's mask, the plate kept elsewhere"},
             "seed": {"type": "int", "default": 42, "help": "noise seed; same seed and inputs, same frames"},
             "steps": {"type": "int", "default": DEFAULT_STEPS, "min": 1, "max": 200, "help": "denoising steps"},
             "guidance": {"type": "float", "default": DEFAULT_GUIDANCE, "min": 1.0, "max": 30.0,
@@ -82,6 +90,11 @@ class WanVaceEngine:
         if len(maps) != len(job.frames):
             raise EngineError(f"the wan-vace engine with control '{control}' takes one '{control}' map per frame; the "
                               f"job has {len(maps)} for {len(job.frames)} frames")
+        if settings.get("mode") == "plate":
+            for name, what in (("background", "background plate"), ("mask", "rig mask")):
+                if len(job.tracks.get(name, ())) != len(job.frames):
+                    raise EngineError(f"the wan-vace engine in plate mode takes one {what} ('{name}') per frame; "
+                                      f"the job has {len(job.tracks.get(name, ()))} for {len(job.frames)} frames")
         if not (job.text.get("prompt") or "").strip():
             raise EngineError("the wan-vace engine needs a 'prompt': the scene and look the video shows")
         check_plan(int(settings["clip"]), int(settings["carry"]))
@@ -105,7 +118,9 @@ class WanVaceEngine:
             prompt=job.text["prompt"], negative_prompt=job.text.get("negative_prompt") or NEGATIVE_PROMPT,
             clip=int(settings["clip"]), carry=int(settings["carry"]), steps=int(settings["steps"]),
             guidance=float(settings["guidance"]), conditioning_scale=float(settings["conditioning_scale"]),
-            seed=int(settings["seed"]), start_frame=start, state_dir=job.state_dir, stop=stop)
+            seed=int(settings["seed"]), start_frame=start, state_dir=job.state_dir, stop=stop,
+            **({"background": job.tracks["background"], "mask": job.tracks["mask"]}
+               if settings.get("mode") == "plate" else {}))
         for clip in clips:
             for offset, frame in enumerate(clip.frames):
                 index = clip.first_frame + offset

@@ -3,7 +3,8 @@
 One clip (a shot of at most `clip` frames) is exactly the pipeline's own call: the control frames as
 `video` (padded with the last one to a length of 4n + 1 frames, the VAE's temporal step, and trimmed
 back after), the reference image as `reference_images`, no mask (every frame generated), the CPU
-generator seeded with the job's seed. Frames come out as the pipeline's "np" output, uint8 =
+generator seeded with the job's seed. Plate mode composes each frame as VACE composes a repaint with
+a control: the plate outside the rig's mask, the control map inside, the mask white there. Frames come out as the pipeline's "np" output, uint8 =
 round(255 x).
 
 Longer shots, Marionette's rule: clip k > 0 starts `clip - carry` frames after clip k - 1 and
@@ -62,12 +63,15 @@ def clip_length(frames: int, clip: int) -> int:
 def generate_clips(pipe, reference: np.ndarray, control: Sequence[np.ndarray], *, height: int, width: int,
                    prompt: str, negative_prompt: str = NEGATIVE_PROMPT, clip: int = CLIP, carry: int = 5,
                    steps: int = 25, guidance: float = 5.0, conditioning_scale: float = 1.0, seed: int = 42,
-                   start_frame: int = 0, state_dir: Path | None = None,
-                   stop: threading.Event | None = None, on_clip=None) -> Iterator[Segment]:
+                   start_frame: int = 0, state_dir: Path | None = None, background: Sequence[np.ndarray] | None = None,
+                   mask: Sequence[np.ndarray] | None = None, stop: threading.Event | None = None,
+                   on_clip=None) -> Iterator[Segment]:
     """Yield the shot's frames clip by clip, as each is decoded, from the clip holding `start_frame` on.
 
     reference: (H, W, 3+) uint8 RGB; control: one (H, W, 3) uint8 RGB control map per output frame
-    (pose maps or depth), at height x width. on_clip(k): called as clip k starts (tests, progress)."""
+    (pose maps or depth), at height x width. Plate mode, with `background` (the plate's frames) and
+    `mask` (white where the character is generated): each frame is the plate with the control map
+    inside the mask, generated there only (plate_frame). on_clip(k): called as clip k starts."""
     check_plan(clip, carry)
     check_size(width, height)
     frames = len(control)
@@ -90,13 +94,17 @@ def generate_clips(pipe, reference: np.ndarray, control: Sequence[np.ndarray], *
                 begin = k * (clip - carry)
                 end = min(frames, begin + clip)
                 length = clip_length(end - begin, clip)
-                window = [_pil(control[min(i, end - 1)]) for i in range(begin, begin + length)]
-                mask = None
-                if k > 0:  # the previous clip's last frames, kept (black), then the control maps, generated (white)
+                shown = [min(i, end - 1) for i in range(begin, begin + length)]
+                if background is None:
+                    window = [_pil(control[i]) for i in shown]
+                    masks = None if k == 0 else [Image.new("L", (width, height), 255)] * length
+                else:
+                    window, masks = zip(*(plate_frame(control[i], background[i], mask[i]) for i in shown))
+                    window, masks = list(window), list(masks)
+                if k > 0:  # the previous clip's last frames, kept (black), then the rest as above
                     window[:carry] = [_pil(frame) for frame in tail.numpy()]
-                    mask = [Image.new("L", (width, height), 0)] * carry + \
-                        [Image.new("L", (width, height), 255)] * (length - carry)
-                video = pipe(prompt=prompt, negative_prompt=negative_prompt, video=window, mask=mask,
+                    masks[:carry] = [Image.new("L", (width, height), 0)] * carry
+                video = pipe(prompt=prompt, negative_prompt=negative_prompt, video=window, mask=masks,
                              reference_images=[_pil(reference)], conditioning_scale=conditioning_scale,
                              height=height, width=width, num_frames=length, num_inference_steps=steps,
                              guidance_scale=guidance, generator=generator, output_type="np").frames[0]
@@ -109,6 +117,14 @@ def generate_clips(pipe, reference: np.ndarray, control: Sequence[np.ndarray], *
         return
     finally:
         stopping.remove()
+
+
+def plate_frame(control: np.ndarray, plate: np.ndarray, mask: np.ndarray) -> tuple[Image.Image, Image.Image]:
+    """VACE's composition of a repaint with a control (vace/annotators/composition.py): the plate
+    outside the mask, the control map inside it; the mask (white = generate) as the repaint's."""
+    inside = np.asarray(mask)[..., :3].mean(axis=2) >= 128
+    frame = np.where(inside[..., None], np.asarray(control)[..., :3], np.asarray(plate)[..., :3])
+    return _pil(frame), Image.fromarray((inside * 255).astype(np.uint8), "L")
 
 
 def _pil(image: np.ndarray) -> Image.Image:
