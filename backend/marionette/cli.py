@@ -227,7 +227,7 @@ def run_weights(args, registry: EngineRegistry) -> int:
             for (repo, revision, licence), group in repos.items():
                 accept = "" if licence.lower() in PERMISSIVE else ", to accept when fetching"
                 at = revision[:12] if pinned(revision) else f"{revision} (no pinned commit yet)"
-                shards = " and the shards they name" if any(f.shards for f in group) else ""
+                shards = " and the shards they name" if any(f.layout != "file" for f in group) else ""
                 print(f"    {repo}@{at} ({licence}{accept}): {len(group)} file{'s' if len(group) > 1 else ''}{shards}, "
                       f"{human(sum(f.listed_size for f in group))}")
             if args.check is not None:

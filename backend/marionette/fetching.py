@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -46,7 +46,9 @@ class SourceFile:
     path: str  # in the repository
     into: str  # subfolder of the engine's folder
     listed_size: int
-    shards: bool = False  # a sharded checkpoint's index: the shards it names come with it
+    # "file"; "sharded": a checkpoint's index, the shards it names come with it; "either": a checkpoint
+    # that is one file, or sharded (its index `<path>.index.json` on the Hub) as the release has it
+    layout: str = "file"
 
     @property
     def target(self) -> str:
@@ -76,9 +78,10 @@ def _releases() -> dict[str, dict]:
 def manifests() -> dict[str, list[SourceFile]]:
     """Every release's files (an engine's, a variant of one, or lip sync's), by the name `weights fetch` takes."""
     return {name: [SourceFile(source["repo"], source["revision"], source["licence"], path, source.get("into", ""),
-                              int(size), shards)
+                              int(size), layout)
                    for source in entry["sources"]
-                   for shards, listed in ((False, source.get("files", [])), (True, source.get("sharded", [])))
+                   for layout, listed in (("file", source.get("files", [])), ("sharded", source.get("sharded", [])),
+                                          ("either", source.get("weights", [])))
                    for path, size in listed]
             for name, entry in _releases().items()}
 
@@ -205,15 +208,37 @@ def _resolve(repo: str, revision: str, say) -> str:
     return commit
 
 
+def _is_sharded(file: SourceFile, folder: Path, offline: bool) -> bool:
+    """Whether a checkpoint listed as "either" is sharded in the release: its index is on the Hub (or,
+    offline, in the folder)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError
+
+    index = replace(file, path=f"{file.path}.index.json")
+    if offline:
+        return (folder / index.target).is_file()
+    try:
+        get_hf_file_metadata(hf_hub_url(index.repo, index.path, revision=index.revision))
+    except EntryNotFoundError:
+        return False
+    except Exception as error:
+        raise FetchError(f"cannot ask {file.repo} for {index.path}: {type(error).__name__}: {error}") from None
+    return True
+
+
 def _with_shards(files: list[SourceFile], folder: Path, offline: bool) -> list[SourceFile]:
     """The files with, after each sharded checkpoint's index, the shards that index names (read from
-    the Hub's copy of the index, or the folder's when offline)."""
+    the Hub's copy of the index, or the folder's when offline); a checkpoint that may be either, as
+    the release has it."""
     from huggingface_hub import hf_hub_download
 
     expanded = []
     for file in files:
+        if file.layout == "either":
+            file = replace(file, path=f"{file.path}.index.json", layout="sharded") \
+                if _is_sharded(file, folder, offline) else replace(file, layout="file")
         expanded.append(file)
-        if not file.shards:
+        if file.layout != "sharded":
             continue
         try:
             index_path = folder / file.target if offline else Path(hf_hub_download(file.repo, file.path,
@@ -240,7 +265,7 @@ def fetch(engine: str, folder: Path, accept_licences: bool = False, revision: st
     if revision:
         main = files[0].repo
         files = [SourceFile(f.repo, revision if f.repo == main else f.revision, f.licence, f.path, f.into,
-                            f.listed_size, f.shards) for f in files]
+                            f.listed_size, f.layout) for f in files]
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
@@ -249,7 +274,7 @@ def fetch(engine: str, folder: Path, accept_licences: bool = False, revision: st
         for repo, given in commits:
             commits[repo, given] = _resolve(repo, given, say)
         files = [SourceFile(f.repo, commits.get((f.repo, f.revision)) or f.revision, f.licence, f.path, f.into,
-                            f.listed_size, f.shards) for f in files]
+                            f.listed_size, f.layout) for f in files]
     files = _with_shards(files, folder, offline)
 
     # What the Hub has, and what is missing here.

@@ -140,4 +140,5 @@ class HubStandIn:
     def _error(self, handler, status: int, code: str, message: str) -> None:
         data = ('{"error": "%s"}' % message).encode()
         self._send(handler, status, {"X-Error-Code": code, "X-Error-Message": message,
-                                     "Content-Type": "application/json"}, data)
+                                     "Content-Type": "application/json"},
+                   data if handler.command != "HEAD" else None, length=len(data))  # HEAD: headers only

@@ -59,7 +59,8 @@ def test_list_names_each_engines_sources(hub, tmp_path):
     assert "Wan-AI/Wan2.2-Animate-14B-Diffusers@6f4df10 (apache-2.0): 14 files and the shards they name" in result.stdout
     assert "Wan-AI/Wan2.2-Animate-2-14B-Distilled-Diffusers@main (no pinned commit yet)" in result.stdout
     assert "lip-sync: 2 repositories" in result.stdout
-    assert "no list yet (download their weights by hand): wan-vace" in result.stdout  # the one without
+    assert "wan-vace-14b: 1 repository" in result.stdout
+    assert "no list yet" not in result.stdout  # every engine that needs weights has its list
 
 
 def test_fetch_brings_the_layout_the_engine_checks_and_renders_from(hub, release, tmp_path):

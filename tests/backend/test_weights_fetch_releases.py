@@ -32,9 +32,9 @@ def serve(stand_in: HubStandIn, repo: str, commit: str, folder, extra: dict[str,
     stand_in.add(repo, commit, {**files, **(extra or {})})
 
 
-def as_released(folder):
+def as_released(folder, shard_transformer: bool = False):
     """A tiny diffusers folder given what the manifest lists of the real one: the text encoder
-    sharded with its index, the tokenizer's special_tokens_map.json."""
+    sharded with its index, the tokenizer's special_tokens_map.json; the transformer sharded or not."""
     from transformers import AutoTokenizer, UMT5EncoderModel
 
     encoder_folder = folder / "text_encoder"
@@ -43,22 +43,33 @@ def as_released(folder):
         path.unlink()
     encoder.save_pretrained(encoder_folder, max_shard_size="30KB")
     assert (encoder_folder / "model.safetensors.index.json").is_file()
+    if shard_transformer and not (folder / "transformer" / "diffusion_pytorch_model.safetensors.index.json").is_file():
+        from diffusers import WanVACETransformer3DModel
+        transformer = WanVACETransformer3DModel.from_pretrained(folder / "transformer")
+        (folder / "transformer" / "diffusion_pytorch_model.safetensors").unlink()
+        transformer.save_pretrained(folder / "transformer", max_shard_size="20KB")
+        assert (folder / "transformer" / "diffusion_pytorch_model.safetensors.index.json").is_file()
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
     (folder / "tokenizer" / "special_tokens_map.json").write_text(json.dumps(tokenizer.special_tokens_map))
     return folder
 
 
 @pytest.mark.parametrize("name, commit", [("wan-animate", "6f4df10" + "a" * 33),
-                                          ("wan-animate-2-distilled", "5e" * 20)])
+                                          ("wan-animate-2-distilled", "5e" * 20),
+                                          ("wan-vace", "7a" * 20),  # the transformer in one file
+                                          ("wan-vace-14b", "8b" * 20)])  # the transformer sharded
 def test_a_diffusers_release_arrives_whole_and_loads(tmp_path, name, commit):
     from marionette.fetching import sources_for
 
     if name == "wan-animate":
         from tiny_wan_animate import save_tiny_release
         release = as_released(save_tiny_release(tmp_path / "release"))
-    else:
+    elif name == "wan-animate-2-distilled":
         from tiny_wan_animate_2 import save_tiny_release
         release = as_released(save_tiny_release(tmp_path / "release", variant="distilled"))
+    else:
+        from tiny_wan_vace import save_tiny_release
+        release = as_released(save_tiny_release(tmp_path / "release"), shard_transformer=name == "wan-vace-14b")
     repo = sources_for(name)[0].repo
     hub = HubStandIn()
     try:
@@ -69,7 +80,7 @@ def test_a_diffusers_release_arrives_whole_and_loads(tmp_path, name, commit):
         hub.close()
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert f"weights in {folder}: checks out" in result.stdout
-    if name == "wan-animate-2-distilled":  # main, not a pinned commit: the fetch says which commit it was
+    if name != "wan-animate":  # main, not a pinned commit: the fetch says which commit it was
         assert f"{repo}: main is commit {commit} today" in result.stdout
     # Every file of the release arrived as served, shards included, each from the one commit; nothing else.
     served = {str(p.relative_to(release)) for p in release.rglob("*") if p.is_file()}
@@ -83,8 +94,10 @@ def test_a_diffusers_release_arrives_whole_and_loads(tmp_path, name, commit):
 
     if name == "wan-animate":
         from marionette.engines.wan_animate.weights import load_pipeline
-    else:
+    elif name == "wan-animate-2-distilled":
         from marionette.engines.wan_animate_2.weights import load_pipeline
+    else:
+        from marionette.engines.wan_vace.weights import load_pipeline
     assert load_pipeline(folder, device="cpu").transformer is not None
 
 
