@@ -4,6 +4,7 @@ frames a job streams, decoded."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -43,6 +44,33 @@ class Server:
 
     def status(self, job_id: str) -> dict:
         return json.loads((self.store / job_id / "status.json").read_text())
+
+    def submit_blocking_at(self, state_file: str, job: dict, reference_png: bytes, tracks: dict):
+        """Submit a job whose engine will block when it writes `state_file` (a named pipe put in the
+        job's state folder before the job starts: a long warp job holds the queue meanwhile), so the
+        test can kill the backend at that point. The client and the accepted answer."""
+        import synthetic
+
+        blocking = self.client()
+        blocker = blocking.submit(*synthetic.warp_job(400))["job_id"]
+        client = self.client()
+        accepted = client.submit(job, reference_png, tracks)
+        state = self.store / accepted["job_id"] / "state"
+        state.mkdir(exist_ok=True)
+        os.mkfifo(state / state_file)
+        blocking.cancel(blocker)
+        blocking.close()
+        return client, accepted
+
+    def restart_after_kill(self, job_id: str, state_file: str):
+        """Kill -9 the backend (blocked at `state_file`), start a new one on the same store and follow
+        the job to its end from frame 0: collect()'s frames, order and end message."""
+        self.process.kill()
+        (self.store / job_id / "state" / state_file).unlink()
+        self.start()
+        client = self.client()
+        client.attach(job_id, from_index=0)
+        return collect(client, job_id)
 
 
 def collect(client, job_id, until=None):

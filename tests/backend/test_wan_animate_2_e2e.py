@@ -6,7 +6,6 @@ documentation calls it, on the same inputs."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import numpy as np
@@ -101,18 +100,10 @@ def test_a_job_streams_by_segment_and_resumes_after_a_kill(server, releases, gol
     without touching what was made."""
     shot = Shot(11, seed=1)
     job, tracks = shot.job(releases["distilled"], segment=5, carry=1)
-    blocking = server.client()  # a long warp job holds the queue while the pipe is put in place
-    blocker = blocking.submit(*synthetic.warp_job(400))["job_id"]
-    client = server.client()
-    accepted = client.submit(job, shot.reference_png, tracks)
+    client, accepted = server.submit_blocking_at("segment-0002.part", job, shot.reference_png, tracks)
     job_id = accepted["job_id"]
     assert (accepted["total"], accepted["width"], accepted["height"]) == (11, WIDTH, HEIGHT)
     state = server.store / job_id / "state"
-    state.mkdir(exist_ok=True)
-    blocked_save = state / "segment-0002.part"
-    os.mkfifo(blocked_save)
-    blocking.cancel(blocker)
-    blocking.close()
 
     _early, order, _ = collect(client, job_id, until=9)
     assert order == list(range(9))
@@ -122,12 +113,7 @@ def test_a_job_streams_by_segment_and_resumes_after_a_kill(server, releases, gol
     assert sorted(p.name for p in state.glob("*.pt")) == ["segment-0000.pt", "segment-0001.pt"]
     kept = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in frames_folder.glob("*.png")}
 
-    server.process.kill()
-    blocked_save.unlink()
-    server.start()
-    client = server.client()
-    client.attach(job_id, from_index=0)
-    frames, order, end = collect(client, job_id)
+    frames, order, end = server.restart_after_kill(job_id, "segment-0002.part")
     assert end.type == "done" and order == list(range(11))
     for name, (mtime, data) in kept.items():
         assert (frames_folder / name).stat().st_mtime_ns == mtime and (frames_folder / name).read_bytes() == data

@@ -5,7 +5,6 @@ the pipeline (test_wan_vace.py checks that loop against the pipeline's own calls
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -36,16 +35,9 @@ def test_a_job_streams_by_clip_and_resumes_after_a_kill(server, tmp_path):
     job = {"engine": "wan-vace", "reference_pose": reference_pose, "poses": poses, "text": {"prompt": PROMPT},
            "fps": 24, "settings": {"weights": str(release), "control": "depth", "clip": 5, "carry": 1,
                                    "steps": STEPS, "seed": 9, "device": "cpu", "dtype": "float32"}}
-    blocking = server.client()  # a long warp job holds the queue while the pipe is put in place
-    blocker = blocking.submit(*synthetic.warp_job(400))["job_id"]
-    client = server.client()
-    job_id = client.submit(job, reference_png, {"depth": pngs(depth)})["job_id"]
+    client, accepted = server.submit_blocking_at("segment-0002.part", job, reference_png, {"depth": pngs(depth)})
+    job_id = accepted["job_id"]
     state = server.store / job_id / "state"
-    state.mkdir(exist_ok=True)
-    blocked_save = state / "segment-0002.part"
-    os.mkfifo(blocked_save)
-    blocking.cancel(blocker)
-    blocking.close()
 
     _early, order, _ = collect(client, job_id, until=9)
     assert order == list(range(9))
@@ -53,12 +45,7 @@ def test_a_job_streams_by_clip_and_resumes_after_a_kill(server, tmp_path):
     kept = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in frames_folder.glob("*.png")}
     assert len(kept) == 9 and sorted(p.name for p in state.glob("*.pt")) == ["segment-0000.pt", "segment-0001.pt"]
 
-    server.process.kill()
-    blocked_save.unlink()
-    server.start()
-    client = server.client()
-    client.attach(job_id, from_index=0)
-    frames, order, end = collect(client, job_id)
+    frames, order, end = server.restart_after_kill(job_id, "segment-0002.part")
     assert end.type == "done" and order == list(range(11))
     for name, (mtime, data) in kept.items():
         assert (frames_folder / name).stat().st_mtime_ns == mtime and (frames_folder / name).read_bytes() == data
