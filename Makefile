@@ -92,6 +92,7 @@ bench: setup extension
 	$(BACKEND_PY) benchmarks/bench_echomimic.py
 	$(BACKEND_PY) benchmarks/bench_wan_animate.py
 	$(BACKEND_PY) benchmarks/bench_wan_animate_2.py
+	$(BACKEND_PY) benchmarks/bench_wan_vace.py
 	$(BACKEND_PY) benchmarks/bench_connection_limits.py
 	$(BACKEND_PY) benchmarks/bench_cluster.py
 	mkdir -p out/bench/.blender-home

@@ -48,7 +48,7 @@ def run_jobs(port: int, token: str, jobs: int, frames: int, width: int, height: 
     def one():
         client = BackendClient("127.0.0.1", port, token, timeout=600)
         client.connect()
-        job_id = client.submit(job, reference)["job_id"]
+        client.submit(job, reference)
         received = 0
         while True:
             message = client.receive()
