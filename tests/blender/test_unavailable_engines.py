@@ -50,11 +50,12 @@ def test_unavailable_engines_are_listed_with_the_reason(tmp_path):
         process.wait(30)
     assert result["engines"] == ["warp"]
     reason = "needs the Python package 'diffusers', which cannot be imported here"
-    assert " ".join(result["backend_panel"]).endswith("engines: warp (5 unavailable) Address, token and Python: "
+    assert " ".join(result["backend_panel"]).endswith("engines: warp (6 unavailable) Address, token and Python: "
                                                       "Preferences > Add-ons"), result["backend_panel"]
     unavailable = [line for line in result["generate_panel"] if reason in line and not line.startswith("Unavailable")]
     assert {line.split(":")[0] for line in unavailable} == {"animate-anyone", "aniportrait", "echomimic",
-                                                            "wan-animate", "wan-animate-2"}, result["generate_panel"]
+                                                            "wan-animate", "wan-animate-2", "wan-vace"}, \
+        result["generate_panel"]
     assert any(line.startswith("Unavailable: " + reason) for line in result["generate_panel"]), result["generate_panel"]
     assert "cannot run the engine 'echomimic': " + reason in result["echomimic"], result["echomimic"]
     assert result["warp"] == ["FINISHED"]
