@@ -1,8 +1,9 @@
 """Weights in one command: `marionette weights list` and `marionette weights fetch ENGINE --to DIR`.
 
 Each engine package holds a `sources.json` beside its code: for every file the engine reads, the
-Hugging Face Hub repository, a revision pinned to a commit, the path there, the subfolder of the
-engine's folder it goes to, and the repository's licence. Fetching goes through `huggingface_hub`
+Hugging Face Hub repository, a revision (a commit, in full or by its short id; `main` for a release
+whose commit could not be confirmed, resolved and named at fetch time), the path there, the subfolder
+of the engine's folder it goes to, and the repository's licence. Fetching goes through `huggingface_hub`
 (its resumable downloads, HF_TOKEN, HF_ENDPOINT for a mirror, HF_HUB_OFFLINE), brings only the
 listed files, checks the free disk space against the sizes the Hub reports first, asks once for the
 licences that need accepting, verifies each file against the Hub's size and SHA-256 (fetching a
@@ -12,6 +13,7 @@ loaded, so no pickled code runs. Nothing else in Marionette downloads anything.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -66,6 +68,7 @@ def _source_files() -> list:
     return [data_file for data_file in found if data_file.is_file()]
 
 
+@functools.cache  # package data: read once
 def _releases() -> dict[str, dict]:
     releases = {}
     for data_file in _source_files():
@@ -259,22 +262,19 @@ def fetch(engine: str, folder: Path, accept_licences: bool = False, revision: st
           ask=input, say=print, progress=None, stop=None, interactive: bool = True) -> list[Path]:
     """Bring a release's files (`engine`: a name `weights list` shows) into `folder` in its engine's
     layout; the paths fetched. `revision` replaces the pinned revision of the release's own
-    repository (its first source). `progress(done, total, file)` after each piece; `stop` (an Event) cancels between pieces (FetchCancelled). Without
-    `interactive`, licences not accepted are an error listing them instead of a question."""
+    repository (its first source). `progress(done, total, file)` after each piece; `stop` (an Event)
+    cancels between pieces (FetchCancelled). Without `interactive`, licences not accepted are an
+    error listing them instead of a question."""
     files = sources_for(engine)
     if revision:
-        main = files[0].repo
-        files = [SourceFile(f.repo, revision if f.repo == main else f.revision, f.licence, f.path, f.into,
-                            f.listed_size, f.layout) for f in files]
+        files = [replace(f, revision=revision) if f.repo == files[0].repo else f for f in files]
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     if not offline:  # every file of a repository from one commit, named in full
-        commits = {(f.repo, f.revision): None for f in files if len(f.revision) != 40}
-        for repo, given in commits:
-            commits[repo, given] = _resolve(repo, given, say)
-        files = [SourceFile(f.repo, commits.get((f.repo, f.revision)) or f.revision, f.licence, f.path, f.into,
-                            f.listed_size, f.layout) for f in files]
+        given = {(f.repo, f.revision) for f in files if len(f.revision) != 40}
+        commits = {key: _resolve(*key, say) for key in sorted(given)}
+        files = [replace(f, revision=commits.get((f.repo, f.revision), f.revision)) for f in files]
     files = _with_shards(files, folder, offline)
 
     # What the Hub has, and what is missing here.

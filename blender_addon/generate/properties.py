@@ -63,8 +63,9 @@ class GenerateSettings:
                     "through the scene camera")
     background_strip: StringProperty(
         name="Background Strip",
-        description="For replace-mode engines: the VSE image-sequence or movie strip whose frames the "
-                    "character is generated into (a rendered set or a live-action plate)")
+        description="For engines that generate into a plate (wan-animate's replace mode, wan-vace's plate "
+                    "mode): the VSE image-sequence or movie strip whose frames the character is generated into "
+                    "(a rendered set or a live-action plate)")
     weights_release: EnumProperty(
         name="Release", items=weights_release_items,
         description="Which of the engine's released models Fetch Weights brings and Check checks against "
