@@ -261,3 +261,12 @@ def test_loading_is_local(releases, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     pipe = load_pipeline(releases["base"])
     assert pipe.vae.dtype == torch.float32 and type(pipe).__name__ == "WanAnimate2ModularPipeline"
+
+
+def test_float8_transformer_weights_are_stored_in_float8(releases):
+    pipe = load_pipeline(releases["distilled"], dtype=torch.bfloat16, transformer_weights="float8")
+    linear = [m for m in pipe.transformer.blocks.modules() if isinstance(m, torch.nn.Linear)]
+    assert linear and {m.weight.dtype for m in linear} == {torch.float8_e4m3fn}
+    assert pipe.vae.dtype == torch.float32
+    with pytest.raises(WanAnimate2Error, match="unknown transformer_weights"):
+        load_pipeline(releases["distilled"], transformer_weights="int4")

@@ -229,3 +229,18 @@ def test_plate_mode_from_the_command_line_needs_the_plate_and_the_mask(release, 
     assert marionette([*command, "--background", str(tmp_path / "plate"), "--mask", str(tmp_path / "masks"),
                        "--out", str(tmp_path / "out")]) == 0
     assert len(list((tmp_path / "out").glob("*.png"))) == 5
+
+
+def test_group_offload_and_float8_weights_load_and_run(release, pipe):
+    """The placement settings the wan engines share: group offload keeps the frames exactly; float8
+    weights store the blocks' matrices in float8 and stay near the bfloat16 frames."""
+    reference, control = shot(5, seed=4)
+    expected = run(pipe, reference, control, seed=3)
+    streamed = load_pipeline(release, "cpu", offload="group")
+    assert all(np.array_equal(a, b) for a, b in zip(run(streamed, reference, control, seed=3), expected))
+    plain = run(load_pipeline(release, "cpu", torch.bfloat16), reference, control, seed=3)
+    float8 = load_pipeline(release, "cpu", torch.bfloat16, transformer_weights="float8")
+    linear = [m for m in float8.transformer.blocks.modules() if isinstance(m, torch.nn.Linear)]
+    assert {m.weight.dtype for m in linear} == {torch.float8_e4m3fn}
+    difference = np.abs(np.stack(run(float8, reference, control, seed=3)).astype(int) - np.stack(plain).astype(int))
+    assert 0 < difference.mean() < 2  # measured mean 0.74 levels, max 9

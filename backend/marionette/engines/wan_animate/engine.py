@@ -16,14 +16,12 @@ import numpy as np
 import torch
 
 from ...models.devices import DEVICE_SETTINGS, default_device, device_and_dtype
+from ...models.placement import PLACEMENT_SETTINGS, check_placement, placement_of
 from ..base import ENGINE_MODELS, EngineError, EngineInfo, EngineInput, JobInputs
 from .face_crops import face_crops
 from .pipeline import CARRY_CHOICES, DEFAULT_PROMPT, MODES, SIZE_MULTIPLE, generate_segments, plan_segments
 from ...fetching import check_naming_fetch
-from .weights import check_offload, check_weights_folder, load_pipeline
-
-def _offload(settings: dict) -> str | None:
-    return None if settings.get("offload") in (None, "none") else settings["offload"]
+from .weights import WanAnimateError, check_weights_folder, load_pipeline
 
 
 class WanAnimateEngine:
@@ -59,9 +57,7 @@ class WanAnimateEngine:
                         "help": "frames per segment (rounded to 4n+1); longer shots continue segment by segment"},
             "carry": {"type": "int", "default": 1, "choices": list(CARRY_CHOICES),
                       "help": "frames of a segment that condition the next (1 or 5)"},
-            "offload": {"type": "choice", "default": "none", "choices": ["none", "model", "group"],
-                        "help": "GPU memory: none (fastest, about 60 GB), model (whole models move to the GPU "
-                                "in turn), group (blocks stream to the GPU: fits 24 GB cards, slowest)"},
+            **PLACEMENT_SETTINGS,
             **DEVICE_SETTINGS,
             "dtype": {"type": "str", "default": None,
                       "help": "bfloat16 (default on CUDA), float16 or float32; the VAE stays float32"},
@@ -70,9 +66,9 @@ class WanAnimateEngine:
     def check_weights(self, folder: str) -> None:
         check_weights_folder(folder)
 
-    def pipeline(self, weights: str, device: str, dtype: torch.dtype | None, offload: str | None):
-        key = ("wan-animate", str(Path(weights).resolve()), device, dtype, offload)
-        return ENGINE_MODELS.get(key, lambda: load_pipeline(weights, device, dtype, offload))
+    def pipeline(self, weights: str, device: str, dtype: torch.dtype | None, placement: tuple[str, str]):
+        key = ("wan-animate", str(Path(weights).resolve()), device, dtype, placement)
+        return ENGINE_MODELS.get(key, lambda: load_pipeline(weights, device, dtype, *placement))
 
     def check(self, job: JobInputs) -> None:
         """EngineError naming what makes the job impossible, found without loading anything, so the
@@ -96,7 +92,7 @@ class WanAnimateEngine:
                               "over the reference, or send the face crops")
         plan_segments(len(job.frames), int(settings["segment"]), int(settings["carry"]))
         device, _dtype = device_and_dtype(settings, cuda_default=None)
-        check_offload(_offload(settings), torch.device(device))
+        check_placement(*placement_of(settings), device, WanAnimateError)
         check_naming_fetch("wan-animate", settings["weights"], check_weights_folder)
 
     def render(self, job: JobInputs, start: int, stop: threading.Event) -> Iterator[tuple]:
@@ -111,8 +107,7 @@ class WanAnimateEngine:
             crops = face_crops(job.reference, job.reference_people[0], [p[0] if p else None for p in job.frames],
                                job.width, job.height)
         device, dtype = device_and_dtype(settings, cuda_default=None)  # None: the loader's bfloat16
-        offload = _offload(settings)
-        pipe = self.pipeline(settings["weights"], device, dtype, offload)
+        pipe = self.pipeline(settings["weights"], device, dtype, placement_of(settings))
         segments = generate_segments(
             pipe, job.reference, pose, crops, height=job.height, width=job.width,
             background=background if mode == "replace" else None, mask=mask if mode == "replace" else None,

@@ -24,12 +24,11 @@ from diffusers import WanAnimatePipeline
 
 from ...models.diffusers_folders import (MODEL_WEIGHTS, TRANSFORMERS_WEIGHTS, check_components, default_dtype,
                                          read_index)
+from ...models.placement import check_placement, place_pipeline
 from ..base import EngineError
 
 INDEX = "model_index.json"
 PIPELINE_CLASS = "WanAnimatePipeline"
-OFFLOAD_MODES = (None, "model", "group")
-GROUP_LEVELS = ("block", "leaf")
 
 # component -> (the config it must have, the files of which one must be there)
 COMPONENTS = {
@@ -64,35 +63,18 @@ def check_weights_folder(folder: Path | str) -> Path:
     return folder
 
 
-def check_offload(offload: str | None, device: torch.device, group_level: str = "block",
-                  blocks_per_group: int = 1) -> None:
-    if offload not in OFFLOAD_MODES:
-        raise WanAnimateError(f"unknown offload {offload!r}; use none, 'model' or 'group'")
-    if offload == "model" and device.type == "cpu":
-        raise WanAnimateError("offload 'model' moves each model onto an accelerator in turn; on the CPU there is "
-                              "nothing to offload to: use no offload")
-    if offload == "group":
-        if group_level not in GROUP_LEVELS:
-            raise WanAnimateError(f"unknown group offload level {group_level!r}; use 'block' or 'leaf'")
-        if group_level == "block" and (not isinstance(blocks_per_group, int) or blocks_per_group < 1):
-            raise WanAnimateError(f"blocks per group must be a whole number of at least 1, not {blocks_per_group!r}")
-
-
 def load_pipeline(folder: Path | str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                  offload: str | None = None, *, group_level: str = "block", blocks_per_group: int = 1):
+                  offload: str = "none", transformer_weights: str = "dtype"):
     """A WanAnimatePipeline from a local Wan2.2-Animate-14B-Diffusers folder, ready on `device`.
 
     dtype: of every part but the VAE, which is float32 as the release recommends (default: bfloat16
-    on an accelerator, float32 on the CPU).
-    offload: None keeps every part on `device` (the 14B transformer alone is about 34 GB in bfloat16);
-    "model" keeps the parts in CPU memory and moves each onto `device` while it runs (diffusers'
-    enable_model_cpu_offload; needs an accelerator); "group" moves groups of layers (group_level
-    "block": `blocks_per_group` transformer blocks at a time, "leaf": each layer) onto `device` as
-    they run, overlapping the transfer with compute on CUDA (diffusers' group-offloading hooks).
-    Raises WanAnimateError naming the cause, before loading any weights where the folder is at fault.
+    on an accelerator, float32 on the CPU). offload and transformer_weights: where the parts live and
+    how the transformer's weights are stored (models/placement.py; the 14B transformer alone is about
+    33 GB in bfloat16). Raises WanAnimateError naming the cause, before loading any weights where the
+    folder or a setting is at fault.
     """
     device = torch.device(device)
-    check_offload(offload, device, group_level, blocks_per_group)
+    check_placement(offload, transformer_weights, device, WanAnimateError)
     folder = check_weights_folder(folder)
     dtype = dtype or default_dtype(device)
     try:
@@ -101,13 +83,5 @@ def load_pipeline(folder: Path | str, device: str | torch.device = "cpu", dtype:
     except Exception as error:  # a damaged file or a foreign config: say so, with the loader's own words
         raise WanAnimateError(f"cannot load Wan-Animate from {folder}: {type(error).__name__}: {error}") from None
     pipe.set_progress_bar_config(disable=True)
-    if offload is None:
-        pipe.to(device)
-    elif offload == "model":
-        pipe.enable_model_cpu_offload(device=device)
-    else:
-        pipe.enable_group_offload(
-            onload_device=device, offload_device=torch.device("cpu"), offload_type=f"{group_level}_level",
-            num_blocks_per_group=blocks_per_group if group_level == "block" else None,
-            use_stream=device.type == "cuda")
+    place_pipeline(pipe, device, dtype, offload, transformer_weights)
     return pipe

@@ -18,10 +18,11 @@ import torch
 from ...color_match import MODES as COLOR_MODES
 from ...color_match import ColorMatch
 from ...models.devices import DEVICE_SETTINGS, default_device, device_and_dtype
+from ...models.placement import PLACEMENT_SETTINGS, check_placement, placement_of
 from ..base import ENGINE_MODELS, EngineError, EngineInfo, EngineInput, JobInputs
 from .pipeline import CARRY_CHOICES, DEFAULT_PROMPT, SIZE_MULTIPLE, check_plan, generate_segments
 from ...fetching import check_naming_fetch
-from .weights import OFFLOAD_MODES, check_weights_folder, load_pipeline, set_guidance
+from .weights import WanAnimate2Error, check_weights_folder, load_pipeline, set_guidance
 
 # The release's sampling, per variant: steps and classifier-free guidance scale.
 DEFAULT_STEPS = {"base": 40, "distilled": 10}
@@ -63,9 +64,7 @@ class WanAnimate2Engine:
             "compile": {"type": "choice", "default": "auto", "choices": ["auto", "on", "off"],
                         "help": "compile the transformer's repeated blocks (auto: on CUDA, where its flex attention "
                                 "needs it)"},
-            "offload": {"type": "choice", "default": "none", "choices": list(OFFLOAD_MODES),
-                        "help": "GPU memory: none (fastest), model (whole models move to the GPU in turn), group "
-                                "(the transformer's blocks stream to the GPU: smaller cards, slowest)"},
+            **PLACEMENT_SETTINGS,
             **DEVICE_SETTINGS,
             "dtype": {"type": "str", "default": None,
                       "help": "bfloat16 (default on CUDA), float16 or float32; the VAE stays float32"},
@@ -90,8 +89,7 @@ class WanAnimate2Engine:
         variant = check_naming_fetch("wan-animate-2", settings["weights"], check_weights_folder)
         self._sampling(variant, settings)
         device, _dtype = device_and_dtype(settings, cuda_default=None)
-        if settings.get("offload", "none") != "none" and device == "cpu":
-            raise EngineError(f"offload '{settings['offload']}' moves parts onto an accelerator; on the CPU use none")
+        check_placement(*placement_of(settings), device, WanAnimate2Error)
 
     @staticmethod
     def _sampling(variant: str, settings: dict) -> tuple[int, float]:
@@ -103,9 +101,11 @@ class WanAnimate2Engine:
                               f"guidance at 0 (its 1.0), not {guidance:g}")
         return steps, guidance
 
-    def pipeline(self, weights: str, device: str, dtype, offload: str, compile_blocks: bool):
-        key = ("wan-animate-2", str(Path(weights).resolve()), device, dtype, offload, compile_blocks)
-        return ENGINE_MODELS.get(key, lambda: load_pipeline(weights, device, dtype, offload, compile_blocks))
+    def pipeline(self, weights: str, device: str, dtype, placement: tuple[str, str], compile_blocks: bool):
+        offload, transformer_weights = placement
+        key = ("wan-animate-2", str(Path(weights).resolve()), device, dtype, placement, compile_blocks)
+        return ENGINE_MODELS.get(key, lambda: load_pipeline(weights, device, dtype, offload, compile_blocks,
+                                                            transformer_weights))
 
     def render(self, job: JobInputs, start: int, stop: threading.Event) -> Iterator[tuple]:
         self.check(job)
@@ -115,7 +115,7 @@ class WanAnimate2Engine:
         device, dtype = device_and_dtype(settings, cuda_default=None)  # None: the loader's bfloat16
         compile_blocks = settings.get("compile", "auto") == "on" or \
             settings.get("compile", "auto") == "auto" and torch.device(device).type == "cuda"
-        pipe = self.pipeline(settings["weights"], device, dtype, settings.get("offload", "none"), compile_blocks)
+        pipe = self.pipeline(settings["weights"], device, dtype, placement_of(settings), compile_blocks)
         set_guidance(pipe, variant, guidance)
         color = None if settings.get("color_match", "off") == "off" else \
             ColorMatch(settings["color_match"], job.reference[..., :3])

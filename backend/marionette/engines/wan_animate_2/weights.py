@@ -27,11 +27,11 @@ from diffusers.modular_pipelines import ComponentsManager
 
 from ...models.diffusers_folders import (MODEL_WEIGHTS, TRANSFORMERS_WEIGHTS, check_components, default_dtype,
                                          read_index)
+from ...models.placement import check_placement, place_pipeline
 from ..base import EngineError
 
 INDEX = "modular_model_index.json"
 VARIANTS = {"WanAnimate2ModularPipeline": "base", "WanAnimate2DistilledModularPipeline": "distilled"}
-OFFLOAD_MODES = ("none", "model", "group")
 
 # component -> (the config it must have, the files of which one must be there)
 COMPONENTS = {
@@ -66,19 +66,16 @@ def check_weights_folder(folder: Path | str) -> str:
 
 
 def load_pipeline(folder: Path | str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                  offload: str = "none", compile_blocks: bool = False):
+                  offload: str = "none", compile_blocks: bool = False, transformer_weights: str = "dtype"):
     """A Wan-Animate-2 modular pipeline (base or distilled, as the folder says) ready on `device`.
 
     dtype: of every part but the VAE, which stays float32 (default: bfloat16 on an accelerator,
-    float32 on the CPU). offload: "none" keeps every part on `device`; "model" keeps the parts in CPU
-    memory and moves each onto `device` while it runs (diffusers' ComponentsManager); "group" streams
-    the transformer's blocks onto `device` as they run. compile_blocks: compile the transformer's
-    repeated blocks (its flex attention needs it on CUDA)."""
+    float32 on the CPU). offload and transformer_weights: where the parts live and how the
+    transformer's weights are stored (models/placement.py; "model" offload through diffusers'
+    ComponentsManager). compile_blocks: compile the transformer's repeated blocks (its flex attention
+    needs it on CUDA)."""
     device = torch.device(device)
-    if offload not in OFFLOAD_MODES:
-        raise WanAnimate2Error(f"unknown offload {offload!r}; use none, model or group")
-    if offload != "none" and device.type == "cpu":
-        raise WanAnimate2Error(f"offload '{offload}' moves parts onto an accelerator; on the CPU use no offload")
+    check_placement(offload, transformer_weights, device, WanAnimate2Error)
     folder = Path(folder).expanduser()
     check_weights_folder(folder)
     dtype = dtype or default_dtype(device)
@@ -92,16 +89,8 @@ def load_pipeline(folder: Path | str, device: str | torch.device = "cpu", dtype:
     if missing:  # load_components only warns about a part it could not load
         raise WanAnimate2Error(f"cannot load {', '.join(missing)} from {folder}: the files are there but do not "
                                f"load (a damaged or foreign copy?)")
-    if offload == "none":
-        pipe.to(device)
-    elif offload == "model":
-        manager.enable_auto_cpu_offload(device=device)
-    else:
-        pipe.transformer.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
-                                              offload_type="block_level", num_blocks_per_group=1,
-                                              use_stream=device.type == "cuda")
-        for name in ("vae", "text_encoder", "image_encoder"):
-            getattr(pipe, name).to(device)
+    place_pipeline(pipe, device, dtype, offload, transformer_weights,
+                   move_models_in_turn=manager.enable_auto_cpu_offload if manager else None)
     if compile_blocks:
         pipe.transformer.compile_repeated_blocks(fullgraph=True)
     return pipe

@@ -15,9 +15,10 @@ from typing import Iterator
 
 from ...fetching import check_naming_fetch
 from ...models.devices import DEVICE_SETTINGS, default_device, device_and_dtype
+from ...models.placement import PLACEMENT_SETTINGS, check_placement, placement_of
 from ..base import ENGINE_MODELS, EngineError, EngineInfo, EngineInput, JobInputs
 from .pipeline import CARRY_CHOICES, CLIP, NEGATIVE_PROMPT, SIZE_MULTIPLE, check_plan, check_size, generate_clips
-from .weights import OFFLOAD_MODES, check_weights_folder, load_pipeline
+from .weights import WanVaceError, check_weights_folder, load_pipeline
 
 CONTROLS = ("pose", "depth")  # the setting's values, each the name of the track that carries the motion
 MODES = ("scene", "plate")
@@ -68,8 +69,7 @@ class WanVaceEngine:
                      "help": "frames per clip, 1 more than a multiple of 4; longer shots continue clip by clip"},
             "carry": {"type": "int", "default": 5, "choices": list(CARRY_CHOICES),
                       "help": "frames of a clip kept as the start of the next (1 or 5)"},
-            "offload": {"type": "choice", "default": "none", "choices": list(OFFLOAD_MODES),
-                        "help": "GPU memory: none (fastest), model (whole models move to the GPU in turn)"},
+            **PLACEMENT_SETTINGS,
             **DEVICE_SETTINGS,
             "dtype": {"type": "str", "default": None,
                       "help": "bfloat16 (default on CUDA), float16 or float32; the VAE stays float32"},
@@ -101,18 +101,17 @@ class WanVaceEngine:
         check_size(job.width, job.height)
         check_naming_fetch("wan-vace", settings["weights"], check_weights_folder)
         device, _dtype = device_and_dtype(settings, cuda_default=None)
-        if settings.get("offload", "none") != "none" and device == "cpu":
-            raise EngineError(f"offload '{settings['offload']}' moves parts onto an accelerator; on the CPU use none")
+        check_placement(*placement_of(settings), device, WanVaceError)
 
-    def pipeline(self, weights: str, device: str, dtype, offload: str):
-        key = ("wan-vace", str(Path(weights).resolve()), device, dtype, offload)
-        return ENGINE_MODELS.get(key, lambda: load_pipeline(weights, device, dtype, offload))
+    def pipeline(self, weights: str, device: str, dtype, placement: tuple[str, str]):
+        key = ("wan-vace", str(Path(weights).resolve()), device, dtype, placement)
+        return ENGINE_MODELS.get(key, lambda: load_pipeline(weights, device, dtype, *placement))
 
     def render(self, job: JobInputs, start: int, stop: threading.Event) -> Iterator[tuple]:
         self.check(job)
         settings = job.settings
         device, dtype = device_and_dtype(settings, cuda_default=None)  # None: the loader's bfloat16
-        pipe = self.pipeline(settings["weights"], device, dtype, settings.get("offload", "none"))
+        pipe = self.pipeline(settings["weights"], device, dtype, placement_of(settings))
         clips = generate_clips(
             pipe, job.reference, job.tracks[settings["control"]], height=job.height, width=job.width,
             prompt=job.text["prompt"], negative_prompt=job.text.get("negative_prompt") or NEGATIVE_PROMPT,

@@ -23,11 +23,11 @@ from diffusers import WanVACEPipeline
 
 from ...models.diffusers_folders import (MODEL_WEIGHTS, TRANSFORMERS_WEIGHTS, check_components, default_dtype,
                                          read_index)
+from ...models.placement import check_placement, place_pipeline
 from ..base import EngineError
 
 INDEX = "model_index.json"
 PIPELINE_CLASS = "WanVACEPipeline"
-OFFLOAD_MODES = ("none", "model")
 SIZES = {1536: "1.3B", 5120: "14B"}  # the transformer's width -> the released model
 
 COMPONENTS = {
@@ -65,15 +65,13 @@ def check_weights_folder(folder: Path | str) -> str:
 
 
 def load_pipeline(folder: Path | str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                  offload: str = "none"):
+                  offload: str = "none", transformer_weights: str = "dtype"):
     """A WanVACEPipeline from a local released folder, ready on `device`. dtype: of every part but the
-    VAE, which stays float32 (default: bfloat16 on an accelerator, float32 on the CPU). offload
-    "model" keeps the parts in CPU memory and moves each onto `device` while it runs."""
+    VAE, which stays float32 (default: bfloat16 on an accelerator, float32 on the CPU). offload and
+    transformer_weights: where the parts live and how the transformer's weights are stored
+    (models/placement.py)."""
     device = torch.device(device)
-    if offload not in OFFLOAD_MODES:
-        raise WanVaceError(f"unknown offload {offload!r}; use none or model")
-    if offload == "model" and device.type == "cpu":
-        raise WanVaceError("offload 'model' moves each model onto an accelerator in turn; on the CPU use none")
+    check_placement(offload, transformer_weights, device, WanVaceError)
     folder = Path(folder).expanduser()
     check_weights_folder(folder)
     dtype = dtype or default_dtype(device)
@@ -83,8 +81,5 @@ def load_pipeline(folder: Path | str, device: str | torch.device = "cpu", dtype:
     except Exception as error:  # a damaged file or a foreign config: say so, with the loader's own words
         raise WanVaceError(f"cannot load Wan-VACE from {folder}: {type(error).__name__}: {error}") from None
     pipe.set_progress_bar_config(disable=True)
-    if offload == "none":
-        pipe.to(device)
-    else:
-        pipe.enable_model_cpu_offload(device=device)
+    place_pipeline(pipe, device, dtype, offload, transformer_weights)
     return pipe
