@@ -47,17 +47,20 @@ def latent_frames(frames: int) -> int:
     return (frames - 1) // 4 + 1
 
 
-def transformer_inputs(width: int, height: int, frames: int, device: str, dtype: torch.dtype) -> dict:
-    """The tensors the pipeline hands the transformer for one segment of `frames` frames."""
+def transformer_inputs(width: int, height: int, frames: int, device: str, dtype: torch.dtype,
+                       config: dict = TRANSFORMER, image_tokens: int = IMAGE_TOKENS) -> dict:
+    """The tensors the pipeline hands a transformer of `config` for one segment of `frames` frames."""
     t, h, w = latent_frames(frames), height // 8, width // 8
+    latent, face = config["latent_channels"], config["motion_encoder_size"]
     def make(*shape):
         if device == "meta":
             return torch.empty(*shape, device=device, dtype=dtype)
         return torch.randn(*shape, device=device, dtype=dtype)
-    return dict(hidden_states=make(1, 36, t + 1, h, w), timestep=torch.full((1,), 500, device=device),
-                encoder_hidden_states=make(1, TEXT_TOKENS, 4096),
-                encoder_hidden_states_image=make(1, IMAGE_TOKENS, 1280), pose_hidden_states=make(1, 16, t, h, w),
-                face_pixel_values=make(1, 3, frames, 512, 512), return_dict=False)
+    return dict(hidden_states=make(1, config["in_channels"], t + 1, h, w), timestep=torch.full((1,), 500, device=device),
+                encoder_hidden_states=make(1, TEXT_TOKENS, config["text_dim"]),
+                encoder_hidden_states_image=make(1, image_tokens, config["image_dim"]),
+                pose_hidden_states=make(1, latent, t, h, w), face_pixel_values=make(1, 3, frames, face, face),
+                return_dict=False)
 
 
 def flops(function) -> float:
@@ -66,13 +69,17 @@ def flops(function) -> float:
     return float(counter.get_total_flops())
 
 
-def count_on_meta(width: int, height: int, segment: int) -> tuple[dict, dict]:
-    """Parameters per part, and FLOPs of the pipeline's pieces at this size (meta tensors)."""
+def count_on_meta(width: int, height: int, segment: int, transformer: dict | None = None, vae: dict | None = None,
+                  image_tokens: int = IMAGE_TOKENS) -> tuple[dict, dict]:
+    """Parameters per part, and FLOPs of the pipeline's pieces at this size (meta tensors); the
+    transformer and VAE of the release, or of the configs given (a pipeline's own)."""
     from diffusers import AutoencoderKLWan, WanAnimateTransformer3DModel
     from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
+    transformer = {**TRANSFORMER, **(transformer or {})}
     with torch.device("meta"):
-        parts = {"transformer": WanAnimateTransformer3DModel(**TRANSFORMER), "vae": AutoencoderKLWan(),
+        parts = {"transformer": WanAnimateTransformer3DModel.from_config(transformer),
+                 "vae": AutoencoderKLWan.from_config(vae or {}),
                  "text_encoder": UMT5EncoderModel(UMT5Config(**UMT5_XXL)),
                  "image_encoder": CLIPVisionModel(CLIPVisionConfig(**CLIP_VIT_H))}
     parameters = {name: sum(p.numel() for p in part.parameters()) for name, part in parts.items()}
@@ -80,9 +87,9 @@ def count_on_meta(width: int, height: int, segment: int) -> tuple[dict, dict]:
     meta = lambda *shape, dtype=torch.float32: torch.empty(*shape, device="meta", dtype=dtype)  # noqa: E731
     work = {
         "step": flops(lambda: parts["transformer"](**transformer_inputs(width, height, segment, "meta",
-                                                                        torch.float32))),
+                                                                        torch.float32, transformer, image_tokens))),
         "vae_encode_segment": flops(lambda: vae.encode(meta(1, 3, segment, height, width)).latent_dist.mode()),
-        "vae_decode_segment": flops(lambda: vae.decode(meta(1, 16, latent_frames(segment), height // 8,
+        "vae_decode_segment": flops(lambda: vae.decode(meta(1, vae.config.z_dim, latent_frames(segment), height // 8,
                                                             width // 8)).sample),
         "vae_encode_reference": flops(lambda: vae.encode(meta(1, 3, 1, height, width)).latent_dist.mode()),
         # Without a mask: transformers builds the mask with .item(), which meta tensors cannot answer;
