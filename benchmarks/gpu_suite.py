@@ -12,7 +12,7 @@ are kept (--retry runs the failed again), an item that was started but never fin
 died in it) is tried once more, then recorded as crashed. --budget stops before an item whose estimate
 no longer fits, leaving it to the next call.
 
-Groups, in the order they run:
+Groups (items run in the order of ITEMS, which keeps the items that share a model together):
     measure   seconds per output frame, frames/s, FLOPs of the whole generation, MFU against this
               device's measured matmul peak, peak GPU memory
     faithful  the tiny-weight cases of the CPU tests, bfloat16/float16 against float32 on this device:
@@ -20,9 +20,9 @@ Groups, in the order they run:
     memory    the 14B models with float8 transformer weights and group offload: peak memory and speed
     profile   torch profiler over one generation: where the time goes
 
-Timing: one warm-up run of 1 step, then either the whole run timed (the UNet engines) or runs of 1 and
-2 steps timed and the run's time taken as t1 + (steps - 1) x (t2 - t1) (the 14B engines, whose steps
-all cost the same; the JSON says which). FLOPs: counted by PyTorch's FlopCounterMode on runs of 1 and
+Timing: the UNet engines' whole run, after a warm-up run of 1 step; the Wan engines' one run of 2 steps
+(no warm-up), their steps timed where the scheduler's step returns, the run of N steps taken as that run
+plus N - 2 times its second step (every step costs the same; the JSON says which was done). FLOPs: counted by PyTorch's FlopCounterMode on runs of 1 and
 2 steps (UNet engines), on the meta device (wan-animate), or by the formulas benchmarks/bench_wan_animate_2.py
 and bench_wan_vace.py check against counted matrix products (flex attention is not counted by PyTorch).
 """
@@ -38,6 +38,7 @@ import resource
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -128,6 +129,24 @@ def timed(device: torch.device, frames_of) -> tuple[float, int]:
     return time.perf_counter() - start, count
 
 
+@contextmanager
+def step_marks(scheduler, device: torch.device):
+    """The times at which each call of scheduler.step (one per denoising step) returns, synchronised."""
+    marks: list[float] = []
+    original = scheduler.step
+
+    def step(*args, **kwargs):
+        output = original(*args, **kwargs)
+        sync(device)
+        marks.append(time.perf_counter())
+        return output
+    scheduler.step = step  # on the instance: the class's method comes back when it is deleted
+    try:
+        yield marks
+    finally:
+        del scheduler.step
+
+
 def counted_flops(run: Callable[[int], object], steps: int) -> float:
     """FLOPs of a run of `steps` steps, from counted runs of 1 and 2 (every step costs the same)."""
     totals = []
@@ -140,19 +159,26 @@ def counted_flops(run: Callable[[int], object], steps: int) -> float:
 
 
 def measure_generation(suite: Suite, run: Callable[[int], object], steps: int, dtype: torch.dtype,
-                       flops: Callable[[int], float] | None, extrapolate: bool) -> dict:
-    """Time `run(steps)` (an iterator of output frames) as the module docstring says; FLOPs and MFU."""
+                       flops: Callable[[int], float] | None, scheduler=None) -> dict:
+    """Time `run(steps)` (an iterator of output frames) as the module docstring says; FLOPs and MFU.
+    With the pipeline's `scheduler`, one run of 2 steps is timed (no warm-up: the first step takes it)
+    and the run of `steps` is that run plus (steps - 2) times its second step."""
     device = suite.device
-    for _ in run(1):  # warm-up: kernels chosen, workspaces allocated
-        pass
-    peak_memory_reset(device)
-    if extrapolate:
-        (one, frames), (two, _) = timed(device, run(1)), timed(device, run(2))
-        seconds = one + (steps - 1) * (two - one)
-        timing = f"runs of 1 and 2 steps timed ({one:.2f} s, {two:.2f} s), extrapolated to {steps}"
-    else:
+    if scheduler is None:
+        for _ in run(1):  # warm-up: kernels chosen, workspaces allocated
+            pass
+        peak_memory_reset(device)
         seconds, frames = timed(device, run(steps))
-        timing = f"the whole run of {steps} steps timed"
+        timing = f"the whole run of {steps} steps timed (after a warm-up run)"
+    else:
+        peak_memory_reset(device)
+        with step_marks(scheduler, device) as marks:
+            start = time.perf_counter()
+            measured, frames = timed(device, run(2))
+        step_two = marks[1] - marks[0]
+        seconds = measured + (steps - 2) * step_two
+        timing = (f"one run of 2 steps timed ({measured:.3f} s: up to the end of step 1 {marks[0] - start:.3f} s, "
+                  f"step 2 {step_two:.3f} s), extrapolated to {steps} steps")
     result = {"frames": frames, "seconds": seconds, "seconds_per_frame": seconds / frames,
               "frames_per_second": frames / seconds, "peak_memory_gib": peak_memory_gib(device), "timing": timing}
     if flops is not None:
@@ -233,7 +259,7 @@ def pose2video_run(pipeline, shot: dict):
 def measure_pose2video(engine: str, dtype: torch.dtype, suite: Suite) -> dict:
     shot = POSE2VIDEO["tiny" if suite.tiny else "full"]
     run = pose2video_run(pose2video_pipeline(suite, engine, dtype), shot)
-    result = measure_generation(suite, run, shot["steps"], dtype, partial(counted_flops, run), extrapolate=False)
+    result = measure_generation(suite, run, shot["steps"], dtype, partial(counted_flops, run))
     return {"engine": engine, "dtype": short(dtype), "settings": shot, **result}
 
 
@@ -277,7 +303,7 @@ def measure_echomimic(accelerated: bool, dtype: torch.dtype, suite: Suite) -> di
     if suite.tiny:
         steps = 2
     run = echomimic_run(echomimic_pipeline(suite, accelerated, dtype), shot)
-    result = measure_generation(suite, run, steps, dtype, partial(counted_flops, run), extrapolate=False)
+    result = measure_generation(suite, run, steps, dtype, partial(counted_flops, run))
     guidance = 1.0 if accelerated else 2.5
     return {"engine": "echomimic", "dtype": short(dtype),
             "settings": {**shot, "steps": steps, "guidance": guidance, "accelerated": accelerated}, **result}
@@ -286,11 +312,11 @@ def measure_echomimic(accelerated: bool, dtype: torch.dtype, suite: Suite) -> di
 # ------------------------------------------------------------------------------------------------ wan engines
 
 WAN_ANIMATE = {"full": dict(width=832, height=480, frames=77, segment=77, steps=20, guidance=1.0),
-               "tiny": dict(width=32, height=32, frames=5, segment=5, steps=2, guidance=1.0)}
+               "tiny": dict(width=32, height=32, frames=5, segment=5, steps=3, guidance=1.0)}
 WAN_ANIMATE_2 = {"full": dict(frames=81, segment=81), "tiny": dict(frames=5, segment=5)}
 WAN_ANIMATE_2_AREAS = {"832x480": (832, 480), "default": (640, 800)}  # width, height; default: the pipeline's area
 WAN_VACE = {"full": dict(width=832, height=480, frames=81, clip=81, steps=25, guidance=5.0),
-            "tiny": dict(width=48, height=32, frames=9, clip=9, steps=2, guidance=5.0)}
+            "tiny": dict(width=48, height=32, frames=9, clip=9, steps=3, guidance=5.0)}
 WAN_VACE_14B = dict(num_attention_heads=40, ffn_dim=13824, num_layers=40, vace_layers=list(range(0, 40, 5)))
 WAN_VACE_1_3B = dict(num_attention_heads=12, ffn_dim=8960, num_layers=30, vace_layers=list(range(0, 30, 2)))
 
@@ -370,17 +396,22 @@ def measure_wan_animate(dtype: torch.dtype, placement: tuple[str, str], suite: S
                                          guidance=shot["guidance"], seed=1):
             yield from segment.frames
     result = measure_generation(suite, run, shot["steps"], dtype, partial(wan_animate_flops, pipe, shot),
-                                extrapolate=True)
+                                scheduler=pipe.scheduler)
     return {"engine": "wan-animate", "dtype": short(dtype), "settings": {**shot, "offload": placement[0],
             "transformer_weights": placement[1]}, **result}
 
 
 def wan_animate_2_pipeline(suite: Suite, variant: str, dtype: torch.dtype,
                            placement: tuple[str, str] = ("none", "dtype")):
+    """The variant's pipeline; base and distilled share one set of parts (the same architecture), so
+    the transformer is built, placed and compiled once for both."""
+    from diffusers.modular_pipelines import WanAnimate2Blocks, WanAnimate2DistilledBlocks
+
     def build():
         from diffusers import DPMSolverMultistepScheduler
         from diffusers.models.transformers.transformer_wan_animate_2 import WanAnimate2Transformer3DModel
-        from diffusers.modular_pipelines import WanAnimate2Blocks, WanAnimate2DistilledBlocks
+
+        from marionette.engines.wan_animate_2.weights import compile_transformer_blocks
 
         if suite.tiny:
             from tiny_wan_animate_2 import tiny_components
@@ -390,10 +421,18 @@ def wan_animate_2_pipeline(suite: Suite, variant: str, dtype: torch.dtype,
                      "transformer": on_device(suite, WanAnimate2Transformer3DModel),  # its defaults: the release
                      "scheduler": DPMSolverMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
                                                               flow_shift=5.0, num_train_timesteps=1000)}
-        pipe = (WanAnimate2Blocks() if variant == "base" else WanAnimate2DistilledBlocks()).init_pipeline()
+        pipe = WanAnimate2DistilledBlocks().init_pipeline()
         pipe.update_components(**parts)
-        return place(pipe, suite, dtype, *placement)
-    return suite.built(("wan-animate-2", variant, dtype, placement, suite.tiny), build)
+        place(pipe, suite, dtype, *placement)
+        if suite.device.type == "cuda":  # as the engine does there: its flex attention needs it
+            compile_transformer_blocks(pipe, *placement)
+        return {"distilled": pipe, "parts": parts}
+    pipelines = suite.built(("wan-animate-2", dtype, placement, suite.tiny), build)
+    if variant not in pipelines:
+        pipe = WanAnimate2Blocks().init_pipeline()
+        pipe.update_components(**pipelines["parts"])
+        pipelines[variant] = pipe
+    return pipelines[variant]
 
 
 def wan_animate_2_flops(pipe, variant: str, width: int, height: int, segment: int, steps: int) -> float:
@@ -433,7 +472,7 @@ def measure_wan_animate_2(variant: str, area: str, dtype: torch.dtype, placement
             yield from segment.frames
     result = measure_generation(
         suite, run, steps, dtype, partial(wan_animate_2_flops, pipe, variant, width, height, shot["segment"]),
-        extrapolate=True)
+        scheduler=pipe.scheduler)
     return {"engine": f"wan-animate-2 ({variant})", "dtype": short(dtype),
             "settings": {"width": width, "height": height, **shot, "steps": steps, "guidance": guidance,
                          "offload": placement[0], "transformer_weights": placement[1]}, **result}
@@ -487,7 +526,7 @@ def measure_wan_vace(size: str, dtype: torch.dtype, placement: tuple[str, str], 
                                    guidance=shot["guidance"], seed=1):
             yield from clip.frames
     result = measure_generation(suite, run, shot["steps"], dtype, partial(wan_vace_flops, pipe, shot),
-                                extrapolate=True)
+                                scheduler=pipe.scheduler)
     return {"engine": f"wan-vace ({size})", "dtype": short(dtype),
             "settings": {**shot, "offload": placement[0], "transformer_weights": placement[1]}, **result}
 
@@ -628,40 +667,40 @@ def profiled(suite: Suite, run, torch_profile, activity) -> dict:
 BF16, FP16 = torch.bfloat16, torch.float16
 PLAIN = ("none", "dtype")
 
+# In running order: each model built once where items share it (a profile beside its measurement).
+# Estimates: seconds on an H100/H200, building (and compiling) included; guesses until a run replaces them.
 ITEMS = [
-    Item("matmul-peak-bf16", "measure", 10, partial(measure_peak, BF16)),
-    Item("matmul-peak-fp16", "measure", 10, partial(measure_peak, FP16)),
-    Item("animate-anyone-bf16", "measure", 45, partial(measure_pose2video, "animate-anyone", BF16)),
-    Item("animate-anyone-fp16", "measure", 30, partial(measure_pose2video, "animate-anyone", FP16)),
-    Item("aniportrait-bf16", "measure", 45, partial(measure_pose2video, "aniportrait", BF16)),
-    Item("aniportrait-fp16", "measure", 30, partial(measure_pose2video, "aniportrait", FP16)),
-    Item("echomimic-fp16", "measure", 40, partial(measure_echomimic, False, FP16)),
-    Item("echomimic-bf16", "measure", 30, partial(measure_echomimic, False, BF16)),
-    Item("echomimic-accelerated-fp16", "measure", 25, partial(measure_echomimic, True, FP16)),
-    Item("wan-animate-bf16", "measure", 90, partial(measure_wan_animate, BF16, PLAIN)),
-    Item("wan-animate-2-distilled-832x480-bf16", "measure", 70,
+    Item("matmul-peak-bf16", "measure", 5, partial(measure_peak, BF16)),
+    Item("matmul-peak-fp16", "measure", 5, partial(measure_peak, FP16)),
+    Item("animate-anyone-fp16", "measure", 25, partial(measure_pose2video, "animate-anyone", FP16)),
+    Item("animate-anyone-bf16", "measure", 15, partial(measure_pose2video, "animate-anyone", BF16)),
+    Item("profile-animate-anyone", "profile", 10, partial(profile, "animate-anyone")),
+    Item("aniportrait-fp16", "measure", 25, partial(measure_pose2video, "aniportrait", FP16)),
+    Item("aniportrait-bf16", "measure", 15, partial(measure_pose2video, "aniportrait", BF16)),
+    Item("echomimic-fp16", "measure", 25, partial(measure_echomimic, False, FP16)),
+    Item("echomimic-accelerated-fp16", "measure", 15, partial(measure_echomimic, True, FP16)),
+    Item("echomimic-bf16", "measure", 15, partial(measure_echomimic, False, BF16)),
+    Item("wan-animate-2-distilled-832x480-bf16", "measure", 90,
          partial(measure_wan_animate_2, "distilled", "832x480", BF16, PLAIN)),
-    Item("wan-animate-2-distilled-default-bf16", "measure", 50,
-         partial(measure_wan_animate_2, "distilled", "default", BF16, PLAIN)),
-    Item("wan-animate-2-base-832x480-bf16", "measure", 80,
+    Item("profile-wan-animate-2-distilled", "profile", 15, partial(profile, "wan-animate-2")),
+    Item("wan-animate-2-base-832x480-bf16", "measure", 30,
          partial(measure_wan_animate_2, "base", "832x480", BF16, PLAIN)),
-    Item("wan-animate-2-base-default-bf16", "measure", 80,
+    Item("wan-animate-2-distilled-default-bf16", "measure", 45,
+         partial(measure_wan_animate_2, "distilled", "default", BF16, PLAIN)),
+    Item("wan-animate-2-base-default-bf16", "measure", 35,
          partial(measure_wan_animate_2, "base", "default", BF16, PLAIN)),
-    Item("wan-vace-1.3b-bf16", "measure", 45, partial(measure_wan_vace, "1.3b", BF16, PLAIN)),
-    *(Item(f"half-precision-{engine}", "faithful", 15, partial(half_precision, engine))
+    Item("wan-animate-bf16", "measure", 50, partial(measure_wan_animate, BF16, PLAIN)),
+    Item("wan-vace-1.3b-bf16", "measure", 30, partial(measure_wan_vace, "1.3b", BF16, PLAIN)),
+    *(Item(f"half-precision-{engine}", "faithful", 5, partial(half_precision, engine))
       for engine in ("animate-anyone", "aniportrait", "echomimic", "wan-animate", "wan-animate-2", "wan-vace")),
-    Item("wan-animate-2-distilled-832x480-float8", "memory", 70,
+    Item("wan-animate-2-distilled-832x480-float8", "memory", 90,
          partial(measure_wan_animate_2, "distilled", "832x480", BF16, ("none", "float8"))),
-    Item("wan-animate-2-distilled-832x480-group", "memory", 90,
-         partial(measure_wan_animate_2, "distilled", "832x480", BF16, ("group", "dtype"))),
-    Item("wan-animate-2-distilled-832x480-float8-group", "memory", 90,
+    Item("wan-animate-2-distilled-832x480-float8-group", "memory", 100,
          partial(measure_wan_animate_2, "distilled", "832x480", BF16, ("group", "float8"))),
-    Item("wan-animate-float8", "memory", 90, partial(measure_wan_animate, BF16, ("none", "float8"))),
-    Item("wan-animate-float8-group", "memory", 100, partial(measure_wan_animate, BF16, ("group", "float8"))),
-    Item("wan-vace-14b-bf16", "memory", 80, partial(measure_wan_vace, "14b", BF16, PLAIN)),
-    Item("wan-vace-14b-float8-group", "memory", 100, partial(measure_wan_vace, "14b", BF16, ("group", "float8"))),
-    Item("profile-animate-anyone", "profile", 30, partial(profile, "animate-anyone")),
-    Item("profile-wan-animate-2-distilled", "profile", 50, partial(profile, "wan-animate-2")),
+    Item("wan-animate-float8", "memory", 50, partial(measure_wan_animate, BF16, ("none", "float8"))),
+    Item("wan-animate-float8-group", "memory", 60, partial(measure_wan_animate, BF16, ("group", "float8"))),
+    Item("wan-vace-14b-bf16", "memory", 50, partial(measure_wan_vace, "14b", BF16, PLAIN)),
+    Item("wan-vace-14b-float8-group", "memory", 60, partial(measure_wan_vace, "14b", BF16, ("group", "float8"))),
 ]
 
 
@@ -716,7 +755,7 @@ def machine(device: torch.device) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, help="the results folder (required but with --list)")
     parser.add_argument("--tiny", action="store_true", help="toy sizes (tests the suite on a CPU)")
     parser.add_argument("--device", default=None, help="default: cuda when present")
     parser.add_argument("--only", default="", help="comma-separated item names or groups")
@@ -728,6 +767,8 @@ def main(argv: list[str] | None = None) -> int:
         for item in ITEMS:
             print(f"{item.name:48s} {item.group:9s} ~{item.estimate_s:.0f} s")
         return 0
+    if args.out is None:
+        parser.error("--out is required")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     wanted = {w for w in args.only.split(",") if w}
     unknown = wanted - {i.name for i in ITEMS} - {i.group for i in ITEMS}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,7 +50,11 @@ def test_items_measure_and_a_second_call_resumes(tmp_path):
     assert generation["tflop"] > 0 and 0 < generation["mfu"]  # FLOPs counted, against the measured peak
     assert generation["command"].endswith("--only animate-anyone-bf16 --tiny")
     vace = items["wan-vace-1.3b-bf16"]
-    assert vace["frames"] == 9 and vace["tflop"] > 0 and vace["timing"].startswith("runs of 1 and 2 steps")
+    assert vace["frames"] == 9 and vace["tflop"] > 0 and vace["settings"]["steps"] == 3
+    # Timed over 2 steps, the third added as the second took: seconds = the run + step 2.
+    run_seconds, _, step_two = (float(x) for x in re.findall(r"(\d+\.\d+) s", vace["timing"]))
+    assert vace["timing"].endswith("extrapolated to 3 steps") and 0 < step_two < run_seconds
+    assert vace["seconds"] == pytest.approx(run_seconds + step_two, abs=2e-3)
     assert items["half-precision-wan-vace"]["against_fp32"]["bf16"]["vae_nonfinite"] == 0
     assert items["profile-animate-anyone"]["top"][0]["ms"] > 0
     table = (out / "results.md").read_text()

@@ -92,8 +92,16 @@ def load_pipeline(folder: Path | str, device: str | torch.device = "cpu", dtype:
     place_pipeline(pipe, device, dtype, offload, transformer_weights,
                    move_models_in_turn=manager.enable_auto_cpu_offload if manager else None)
     if compile_blocks:
-        pipe.transformer.compile_repeated_blocks(fullgraph=True)
+        compile_transformer_blocks(pipe, offload, transformer_weights)
     return pipe
+
+
+def compile_transformer_blocks(pipe, offload: str = "none", transformer_weights: str = "dtype") -> None:
+    """Compile the transformer's repeated blocks (one compilation serves all 40). Whole graphs where
+    nothing else hooks the blocks; with group offload or float8 casting their hooks may break a graph,
+    so those parts run eagerly around compiled pieces."""
+    plain = offload == "none" and transformer_weights == "dtype"
+    pipe.transformer.compile_repeated_blocks(fullgraph=plain)
 
 
 def set_guidance(pipe, variant: str, guidance: float) -> None:
