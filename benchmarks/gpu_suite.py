@@ -18,7 +18,8 @@ Groups (items run in the order of ITEMS, which keeps the items that share a mode
     faithful  the tiny-weight cases of the CPU tests, bfloat16/float16 against float32 on this device:
               frame differences and any NaN out of a VAE
     memory    the 14B models with float8 transformer weights and group offload: peak memory and speed
-    profile   torch profiler over one generation: where the time goes
+    profile   torch profiler over one run of 1 step: where the time goes, and (CUDA) where the host
+              waits for the GPU (torch's sync debug mode)
 
 Timing: the UNet engines' whole run, after a warm-up run of 1 step; the Wan engines' one run of 2 steps
 (no warm-up), their steps timed where the scheduler's step returns, the run of N steps taken as that run
@@ -654,12 +655,40 @@ def profiled(suite: Suite, run, torch_profile, activity) -> dict:
         for _ in run(1):
             pass
         sync(suite.device)
+    syncs = host_syncs(suite.device, run) if suite.device.type == "cuda" else "not counted on the CPU"
     key = "self_device_time_total" if suite.device.type == "cuda" else "self_cpu_time_total"
     events = sorted(profiler.key_averages(), key=lambda e: getattr(e, key), reverse=True)
     total = sum(getattr(e, key) for e in events) or 1
     top = [{"op": e.key, "ms": getattr(e, key) / 1e3, "share": getattr(e, key) / total, "calls": e.count}
            for e in events[:15]]
-    return {"time": key, "total_ms": total / 1e3, "top": top}
+    return {"time": key, "total_ms": total / 1e3, "top": top, "host_syncs": syncs}
+
+
+def host_syncs(device: torch.device, run) -> dict:
+    """Where one run of 1 step makes the host wait for the GPU (torch's sync debug mode warns at each):
+    the count, and the lines of Marionette's code they come from, most frequent first."""
+    import traceback as tb
+    import warnings
+
+    sources: dict[str, int] = {}
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        ours = [f for f in tb.extract_stack() if "marionette" in f.filename or "diffusers" in f.filename]
+        where = f"{ours[-1].filename.split('site-packages/')[-1]}:{ours[-1].lineno}" if ours else filename
+        sources[where] = sources.get(where, 0) + 1
+    shown = warnings.showwarning
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = record
+            for _ in run(1):
+                pass
+            sync(device)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        warnings.showwarning = shown
+    return {"count": sum(sources.values()), "sources": sorted(sources.items(), key=lambda kv: -kv[1])[:10]}
 
 
 # ----------------------------------------------------------------------------------------------------- items
@@ -739,6 +768,10 @@ def markdown(data: dict) -> str:
         if r.get("status") == "done" and "top" in r:
             lines += ["", f"Profile {name} ({r['time']}, one run of 1 step, {r['total_ms']:.0f} ms):", ""]
             lines += [f"- {t['op']}: {t['ms']:.1f} ms ({100 * t['share']:.0f}%, {t['calls']} calls)" for t in r["top"][:10]]
+            syncs = r.get("host_syncs")
+            if isinstance(syncs, dict):
+                lines += ["", f"Host waits for the GPU in that run: {syncs['count']}"
+                          + "".join(f"; {where} x{count}" for where, count in syncs["sources"])]
     failed = {n: r for n, r in items.items() if r.get("status") != "done"}
     if failed:
         lines += ["", "Not measured:", ""] + [f"- {n}: {r['status']}: {r.get('error', '')}" for n, r in failed.items()]
