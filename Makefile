@@ -18,7 +18,7 @@ ZIP := dist/marionette-$(VERSION).zip
 EXTENSION_SOURCES := blender_manifest.toml $(shell find blender_addon rigs/presets rigs/face -name '*.py' -o -name '*.json')
 
 .PHONY: setup setup-blender-5 extension test test-backend test-blender test-blender-4.5 test-blender-5.2 \
-	test-blender-4.2 demo bench clean
+	test-blender-4.2 demo bench bench-gpu clean
 
 setup: .venv-blender/.installed .venv-blender-42/.installed .venv/.installed setup-blender-5
 
@@ -98,6 +98,10 @@ bench: setup extension
 	mkdir -p out/bench/.blender-home
 	HOME=$(CURDIR)/out/bench/.blender-home $(BLENDER_PY) benchmarks/bench_control_maps.py --zip $(ZIP)
 	HOME=$(CURDIR)/out/bench/.blender-home $(BLENDER_PY) benchmarks/bench_driving.py --zip $(ZIP)
+
+# On a GPU machine: every GPU measurement of the engines (benchmarks/gpu_suite.py), resumable.
+bench-gpu: setup
+	$(BACKEND_PY) benchmarks/gpu_suite.py --out out/gpu-suite
 
 clean:
 	rm -rf build dist out
