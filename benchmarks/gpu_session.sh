@@ -6,7 +6,8 @@
 #
 #   here, once:  python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #                    --platform manylinux_2_17_x86_64 --implementation cp -d .whl \
-#                    diffusers==0.42.1 transformers==5.24.0 importlib_metadata==10.2.0 regex==2026.11.19
+#                    diffusers==0.42.1 transformers==5.24.0 importlib_metadata==10.2.0 regex==2026.11.19 \
+#                    ftfy==6.3.1 wcwidth==0.9.4
 #   device run:  bash benchmarks/gpu_session.sh 420        carry: .whl, out/gpu-suite
 #   afterwards:  copy the returned results.json into out/gpu-suite/ here
 set -euo pipefail
