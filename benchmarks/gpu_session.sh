@@ -13,7 +13,7 @@
 set -euo pipefail
 budget=${1:-420}
 shift || true
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+"${PYTHON:-python3}" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 mkdir -p /tmp/packages
 ln -sfn "$PWD/backend/marionette" /tmp/packages/marionette
 ln -sfn "$PWD/blender_addon/core" /tmp/packages/marionette_core
@@ -22,7 +22,7 @@ results=out/gpu-suite
 mkdir -p "$results"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv >"$results/nvidia-smi.csv" || true
 status=0
-python3 benchmarks/gpu_suite.py --out "$results" --budget "$budget" "$@" 2>&1 | tee "$results/log.txt" || status=$?
+"${PYTHON:-python3}" benchmarks/gpu_suite.py --out "$results" --budget "$budget" "$@" 2>&1 | tee "$results/log.txt" || status=$?
 if [ -n "${OUT:-}" ]; then
     cp "$results"/results.json "$results"/results.md "$results"/log.txt "$results"/nvidia-smi.csv "$OUT"/ 2>/dev/null || true
 fi
