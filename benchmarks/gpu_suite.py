@@ -711,7 +711,7 @@ ITEMS = [
     Item("echomimic-bf16", "measure", 15, partial(measure_echomimic, False, BF16)),
     Item("wan-animate-2-distilled-832x480-bf16", "measure", 90,
          partial(measure_wan_animate_2, "distilled", "832x480", BF16, PLAIN)),
-    Item("profile-wan-animate-2-distilled", "profile", 15, partial(profile, "wan-animate-2")),
+    Item("profile-wan-animate-2-distilled", "profile", 45, partial(profile, "wan-animate-2")),
     Item("wan-animate-2-base-832x480-bf16", "measure", 30,
          partial(measure_wan_animate_2, "base", "832x480", BF16, PLAIN)),
     Item("wan-animate-2-distilled-default-bf16", "measure", 45,
@@ -721,7 +721,9 @@ ITEMS = [
     Item("wan-animate-bf16", "measure", 50, partial(measure_wan_animate, BF16, PLAIN)),
     Item("wan-vace-1.3b-bf16", "measure", 30, partial(measure_wan_vace, "1.3b", BF16, PLAIN)),
     *(Item(f"half-precision-{engine}", "faithful", 5, partial(half_precision, engine))
-      for engine in ("animate-anyone", "aniportrait", "echomimic", "wan-animate", "wan-animate-2", "wan-vace")),
+      for engine in ("animate-anyone", "aniportrait", "echomimic", "wan-animate", "wan-vace")),
+    # Compiled on CUDA as the engine runs it, once per dtype.
+    Item("half-precision-wan-animate-2", "faithful", 60, partial(half_precision, "wan-animate-2")),
     Item("wan-animate-2-distilled-832x480-float8", "memory", 90,
          partial(measure_wan_animate_2, "distilled", "832x480", BF16, ("none", "float8"))),
     Item("wan-animate-2-distilled-832x480-float8-group", "memory", 100,
