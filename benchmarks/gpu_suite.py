@@ -61,6 +61,7 @@ diffusers_logging.set_verbosity_error()  # the casts below are the loaders' own;
 # so its rounding is 8 times coarser.
 HALF_TOLERANCE = {"fp16": {"mean": 1.0, "p99": 4}, "bf16": {"mean": 4.0, "p99": 24}}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+BF16, FP16 = torch.bfloat16, torch.float16
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,10 @@ class Suite:
                 torch.cuda.empty_cache()
             self._built[key] = build()
         return self._built[key]
+
+    def release(self) -> None:
+        """Drop the models built so far (the next item builds its own)."""
+        self.built(None, lambda: None)
 
     def peak(self, dtype: torch.dtype) -> float:
         name = f"matmul-peak-{short(dtype)}"
@@ -316,6 +321,7 @@ WAN_ANIMATE = {"full": dict(width=832, height=480, frames=77, segment=77, steps=
                "tiny": dict(width=32, height=32, frames=5, segment=5, steps=3, guidance=1.0)}
 WAN_ANIMATE_2 = {"full": dict(frames=81, segment=81), "tiny": dict(frames=5, segment=5)}
 WAN_ANIMATE_2_AREAS = {"832x480": (832, 480), "default": (640, 800)}  # width, height; default: the pipeline's area
+WAN_ANIMATE_2_GUIDANCE = {"base": 3.0, "distilled": 1.0}  # the engine's defaults
 WAN_VACE = {"full": dict(width=832, height=480, frames=81, clip=81, steps=25, guidance=5.0),
             "tiny": dict(width=48, height=32, frames=9, clip=9, steps=3, guidance=5.0)}
 WAN_VACE_14B = dict(num_attention_heads=40, ffn_dim=13824, num_layers=40, vace_layers=list(range(0, 40, 5)))
@@ -381,11 +387,10 @@ def wan_animate_flops(pipe, shot: dict, steps: int) -> float:
     return steps * passes * work["step"] + 2 * work["vae_encode_segment"] + work["vae_decode_segment"]
 
 
-def measure_wan_animate(dtype: torch.dtype, placement: tuple[str, str], suite: Suite) -> dict:
+def wan_animate_run(pipe, shot: dict):
+    """steps -> the shot's frames, through the engine's segment loop."""
     from marionette.engines.wan_animate.pipeline import generate_segments
 
-    shot = WAN_ANIMATE["tiny" if suite.tiny else "full"]
-    pipe = wan_animate_pipeline(suite, dtype, placement)
     reference = rng_images(1, shot["height"], shot["width"], seed=1)[0]
     pose = rng_images(shot["frames"], shot["height"], shot["width"], seed=2)
     face_size = pipe.transformer.config.motion_encoder_size
@@ -396,8 +401,14 @@ def measure_wan_animate(dtype: torch.dtype, placement: tuple[str, str], suite: S
                                          segment_frame_length=shot["segment"], steps=steps,
                                          guidance=shot["guidance"], seed=1):
             yield from segment.frames
-    result = measure_generation(suite, run, shot["steps"], dtype, partial(wan_animate_flops, pipe, shot),
-                                scheduler=pipe.scheduler)
+    return run
+
+
+def measure_wan_animate(dtype: torch.dtype, placement: tuple[str, str], suite: Suite) -> dict:
+    shot = WAN_ANIMATE["tiny" if suite.tiny else "full"]
+    pipe = wan_animate_pipeline(suite, dtype, placement)
+    result = measure_generation(suite, wan_animate_run(pipe, shot), shot["steps"], dtype,
+                                partial(wan_animate_flops, pipe, shot), scheduler=pipe.scheduler)
     return {"engine": "wan-animate", "dtype": short(dtype), "settings": {**shot, "offload": placement[0],
             "transformer_weights": placement[1]}, **result}
 
@@ -451,29 +462,35 @@ def wan_animate_2_flops(pipe, variant: str, width: int, height: int, segment: in
     return reference + steps * SAMPLING[variant][1] * denoise
 
 
-def measure_wan_animate_2(variant: str, area: str, dtype: torch.dtype, placement: tuple[str, str],
-                          suite: Suite) -> dict:
+def wan_animate_2_run(suite: Suite, pipe, variant: str, area: str):
+    """(steps -> the shot's frames through the engine's segment loop, width, height); the variant's
+    guidance set on the pipeline."""
     from marionette.engines.wan_animate_2.pipeline import generate_segments
     from marionette.engines.wan_animate_2.weights import set_guidance
 
-    steps, passes = {"base": (40, 2), "distilled": (10, 1)}[variant]
-    guidance = 3.0 if variant == "base" else 1.0
+    set_guidance(pipe, variant, WAN_ANIMATE_2_GUIDANCE[variant])
     shot = WAN_ANIMATE_2["tiny" if suite.tiny else "full"]
     width, height = (64, 96) if suite.tiny else WAN_ANIMATE_2_AREAS[area]
-    if suite.tiny:
-        steps = 2
-    pipe = wan_animate_2_pipeline(suite, variant, dtype, placement)
-    set_guidance(pipe, variant, guidance)
     reference = rng_images(1, height, width, seed=1)[0]
     driving = rng_images(shot["frames"], height, width, seed=2)
 
-    def run(count: int):
+    def run(steps: int):
         for segment in generate_segments(pipe, reference, driving, height=height, width=width,
-                                         segment=shot["segment"], steps=count, seed=1):
+                                         segment=shot["segment"], steps=steps, seed=1):
             yield from segment.frames
+    return run, width, height
+
+
+def measure_wan_animate_2(variant: str, area: str, dtype: torch.dtype, placement: tuple[str, str],
+                          suite: Suite) -> dict:
+    steps = 2 if suite.tiny else {"base": 40, "distilled": 10}[variant]
+    shot = WAN_ANIMATE_2["tiny" if suite.tiny else "full"]
+    pipe = wan_animate_2_pipeline(suite, variant, dtype, placement)
+    run, width, height = wan_animate_2_run(suite, pipe, variant, area)
     result = measure_generation(
         suite, run, steps, dtype, partial(wan_animate_2_flops, pipe, variant, width, height, shot["segment"]),
         scheduler=pipe.scheduler)
+    guidance = WAN_ANIMATE_2_GUIDANCE[variant]
     return {"engine": f"wan-animate-2 ({variant})", "dtype": short(dtype),
             "settings": {"width": width, "height": height, **shot, "steps": steps, "guidance": guidance,
                          "offload": placement[0], "transformer_weights": placement[1]}, **result}
@@ -513,11 +530,10 @@ def wan_vace_flops(pipe, shot: dict, steps: int) -> float:
     return steps * passes * sum(call_flops(formula_config, tokens, TEXT_TOKENS).values())
 
 
-def measure_wan_vace(size: str, dtype: torch.dtype, placement: tuple[str, str], suite: Suite) -> dict:
+def wan_vace_run(pipe, shot: dict):
+    """steps -> the shot's frames, through the engine's clip loop."""
     from marionette.engines.wan_vace.pipeline import generate_clips
 
-    shot = WAN_VACE["tiny" if suite.tiny else "full"]
-    pipe = wan_vace_pipeline(suite, size, dtype, placement)
     reference = rng_images(1, shot["height"], shot["width"], seed=1)[0]
     control = rng_images(shot["frames"], shot["height"], shot["width"], seed=2)
 
@@ -526,8 +542,14 @@ def measure_wan_vace(size: str, dtype: torch.dtype, placement: tuple[str, str], 
                                    prompt="a person dancing", clip=shot["clip"], steps=steps,
                                    guidance=shot["guidance"], seed=1):
             yield from clip.frames
-    result = measure_generation(suite, run, shot["steps"], dtype, partial(wan_vace_flops, pipe, shot),
-                                scheduler=pipe.scheduler)
+    return run
+
+
+def measure_wan_vace(size: str, dtype: torch.dtype, placement: tuple[str, str], suite: Suite) -> dict:
+    shot = WAN_VACE["tiny" if suite.tiny else "full"]
+    pipe = wan_vace_pipeline(suite, size, dtype, placement)
+    result = measure_generation(suite, wan_vace_run(pipe, shot), shot["steps"], dtype,
+                                partial(wan_vace_flops, pipe, shot), scheduler=pipe.scheduler)
     return {"engine": f"wan-vace ({size})", "dtype": short(dtype),
             "settings": {**shot, "offload": placement[0], "transformer_weights": placement[1]}, **result}
 
@@ -564,7 +586,7 @@ def half_precision(engine: str, suite: Suite) -> dict:
             runs[short(dtype)] = frames_with_vae_check(vae, frames)
     finally:
         suite.tiny = tiny
-        suite.built(None, lambda: None)
+        suite.release()
     reference, reference_bad = runs["fp32"]
     result = {"engine": engine, "tolerance": HALF_TOLERANCE, "fp32_vae_nonfinite": reference_bad, "against_fp32": {}}
     for name, (frames, bad) in runs.items():
@@ -594,27 +616,14 @@ def half_precision_frames(engine: str, dtype: torch.dtype, suite: Suite):
         pipeline = echomimic_pipeline(suite, False, dtype)
         run = echomimic_run(pipeline, {**ECHOMIMIC["tiny"], **FAITHFUL_UNET_SIZE})
         return (frame for _, frame in run(2)), pipeline.networks.vae
-    pipe = {"wan-animate": partial(wan_animate_pipeline, suite, dtype),
-            "wan-animate-2": partial(wan_animate_2_pipeline, suite, "distilled", dtype),
-            "wan-vace": partial(wan_vace_pipeline, suite, "tiny", dtype)}[engine]()
     if engine == "wan-animate":
-        from marionette.engines.wan_animate.pipeline import generate_segments
-        shot = WAN_ANIMATE["tiny"]
-        size = pipe.transformer.config.motion_encoder_size
-        segments = generate_segments(pipe, rng_images(1, 32, 32, 1)[0], rng_images(5, 32, 32, 2),
-                                     rng_images(5, size, size, 3), height=32, width=32, segment_frame_length=5,
-                                     steps=shot["steps"], seed=1)
-    elif engine == "wan-animate-2":
-        from marionette.engines.wan_animate_2.pipeline import generate_segments
-        from marionette.engines.wan_animate_2.weights import set_guidance
-        set_guidance(pipe, "distilled", 1.0)
-        segments = generate_segments(pipe, rng_images(1, 96, 64, 1)[0], rng_images(5, 96, 64, 2), height=96,
-                                     width=64, segment=5, steps=2, seed=1)
-    else:
-        from marionette.engines.wan_vace.pipeline import generate_clips
-        segments = generate_clips(pipe, rng_images(1, 32, 48, 1)[0], rng_images(9, 32, 48, 2), height=32, width=48,
-                                  prompt="a person dancing", clip=9, steps=2, seed=1)
-    return (frame for segment in segments for frame in segment.frames), pipe.vae
+        pipe = wan_animate_pipeline(suite, dtype)
+        return wan_animate_run(pipe, WAN_ANIMATE["tiny"])(WAN_ANIMATE["tiny"]["steps"]), pipe.vae
+    if engine == "wan-animate-2":
+        pipe = wan_animate_2_pipeline(suite, "distilled", dtype)
+        return wan_animate_2_run(suite, pipe, "distilled", "832x480")[0](2), pipe.vae
+    pipe = wan_vace_pipeline(suite, "tiny", dtype)
+    return wan_vace_run(pipe, WAN_VACE["tiny"])(WAN_VACE["tiny"]["steps"]), pipe.vae
 
 
 # --------------------------------------------------------------------------------------------------- profile
@@ -623,34 +632,13 @@ def profile(engine: str, suite: Suite) -> dict:
     """torch.profiler over one run of 1 step (after a warm-up): the operators taking the most device time."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
-    dtype = torch.bfloat16
     if engine == "animate-anyone":
-        shot = POSE2VIDEO["tiny" if suite.tiny else "full"]
-        run = pose2video_run(pose2video_pipeline(suite, engine, dtype), shot)
+        run = pose2video_run(pose2video_pipeline(suite, engine, BF16), POSE2VIDEO["tiny" if suite.tiny else "full"])
     else:
-        return {"engine": engine, **profile_wan_animate_2(suite, dtype, torch_profile, ProfilerActivity)}
-    return {"engine": engine, **profiled(suite, run, torch_profile, ProfilerActivity)}
-
-
-def profile_wan_animate_2(suite, dtype, torch_profile, activity) -> dict:
-    from marionette.engines.wan_animate_2.pipeline import generate_segments
-
-    pipe = wan_animate_2_pipeline(suite, "distilled", dtype)
-    width, height = (64, 96) if suite.tiny else WAN_ANIMATE_2_AREAS["832x480"]
-    shot = WAN_ANIMATE_2["tiny" if suite.tiny else "full"]
-    reference, driving = rng_images(1, height, width, 1)[0], rng_images(shot["frames"], height, width, 2)
-
-    def run(steps: int):
-        for segment in generate_segments(pipe, reference, driving, height=height, width=width,
-                                         segment=shot["segment"], steps=steps, seed=1):
-            yield from segment.frames
-    return profiled(suite, run, torch_profile, activity)
-
-
-def profiled(suite: Suite, run, torch_profile, activity) -> dict:
+        run = wan_animate_2_run(suite, wan_animate_2_pipeline(suite, "distilled", BF16), "distilled", "832x480")[0]
     for _ in run(1):
         pass
-    activities = [activity.CPU] + ([activity.CUDA] if suite.device.type == "cuda" else [])
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if suite.device.type == "cuda" else [])
     with torch_profile(activities=activities) as profiler:
         for _ in run(1):
             pass
@@ -661,7 +649,7 @@ def profiled(suite: Suite, run, torch_profile, activity) -> dict:
     total = sum(getattr(e, key) for e in events) or 1
     top = [{"op": e.key, "ms": getattr(e, key) / 1e3, "share": getattr(e, key) / total, "calls": e.count}
            for e in events[:15]]
-    return {"time": key, "total_ms": total / 1e3, "top": top, "host_syncs": syncs}
+    return {"engine": engine, "time": key, "total_ms": total / 1e3, "top": top, "host_syncs": syncs}
 
 
 def host_syncs(device: torch.device, run) -> dict:
@@ -693,7 +681,6 @@ def host_syncs(device: torch.device, run) -> dict:
 
 # ----------------------------------------------------------------------------------------------------- items
 
-BF16, FP16 = torch.bfloat16, torch.float16
 PLAIN = ("none", "dtype")
 
 # In running order: each model built once where items share it (a profile beside its measurement).
@@ -837,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as error:  # noqa: BLE001  one item's failure (out of memory, ...) is recorded, not fatal
             traceback.print_exc()
             result = {"status": "failed", "error": f"{type(error).__name__}: {error}"[:500]}
-            suite.built(None, lambda: None)
+            suite.release()
         result.update(group=item.group, wall_s=time.perf_counter() - began,
                       command=f"python benchmarks/gpu_suite.py --out OUT --only {item.name}"
                       + (" --tiny" if args.tiny else ""))

@@ -62,6 +62,19 @@ def _check_shards(index_path: Path, error) -> None:
                         "(an incomplete download?)")
 
 
+def load_released_pipeline(pipeline_class, folder: Path, dtype: torch.dtype, error, name: str):
+    """`pipeline_class.from_pretrained` of a checked local folder: every part in `dtype` but the VAE
+    (float32, as the releases run it), nothing downloaded, no progress bars; `error` (an exception
+    class) naming the model and the loader's own words where a file does not load."""
+    try:
+        pipe = pipeline_class.from_pretrained(folder, dtype={"default": dtype, "vae": torch.float32},
+                                              local_files_only=True)
+    except Exception as failure:  # a damaged file or a foreign config: say so, with the loader's own words
+        raise error(f"cannot load {name} from {folder}: {type(failure).__name__}: {failure}") from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def default_dtype(device: str | torch.device) -> torch.dtype:
     """bfloat16 on an accelerator (what the releases are run in), float32 on the CPU."""
     return torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16

@@ -22,7 +22,7 @@ import torch
 from diffusers import WanVACEPipeline
 
 from ...models.diffusers_folders import (MODEL_WEIGHTS, TRANSFORMERS_WEIGHTS, check_components, default_dtype,
-                                         read_index)
+                                         load_released_pipeline, read_index)
 from ...models.placement import check_placement, place_pipeline
 from ..base import EngineError
 
@@ -75,11 +75,6 @@ def load_pipeline(folder: Path | str, device: str | torch.device = "cpu", dtype:
     folder = Path(folder).expanduser()
     check_weights_folder(folder)
     dtype = dtype or default_dtype(device)
-    try:
-        pipe = WanVACEPipeline.from_pretrained(folder, dtype={"default": dtype, "vae": torch.float32},
-                                               local_files_only=True)
-    except Exception as error:  # a damaged file or a foreign config: say so, with the loader's own words
-        raise WanVaceError(f"cannot load Wan-VACE from {folder}: {type(error).__name__}: {error}") from None
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_released_pipeline(WanVACEPipeline, folder, dtype, WanVaceError, "Wan-VACE")
     place_pipeline(pipe, device, dtype, offload, transformer_weights)
     return pipe
